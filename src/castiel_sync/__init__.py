@@ -1,0 +1,1 @@
+"""castiel-sync: bidirectional sync between Castiel and tenants' business systems."""

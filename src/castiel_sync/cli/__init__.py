@@ -1,0 +1,1 @@
+"""The ``castiel-sync`` command line."""

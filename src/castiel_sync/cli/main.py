@@ -1,0 +1,19 @@
+"""``castiel-sync``: each command group lives in its own module and is added here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="castiel-sync",
+    help="Bidirectional sync between Castiel and tenants' business systems.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    from importlib.metadata import version as pkg_version
+
+    typer.echo(pkg_version("castiel-sync"))

@@ -1,0 +1,1 @@
+"""The domain: models, mapping and conflict rules. Knows nothing of HTTP, SQL or brokers."""
