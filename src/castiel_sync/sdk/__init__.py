@@ -1,5 +1,6 @@
 """The adapter SDK: the stable contract third parties build adapters on (DESIGN.md §4)."""
 
+from castiel_sync.domain.filters import FilterCondition
 from castiel_sync.sdk._adapter import IntegrationAdapter
 from castiel_sync.sdk._errors import (
     AdapterError,
@@ -24,7 +25,6 @@ from castiel_sync.sdk._types import (
     ExternalRecord,
     FetchOptions,
     FetchResult,
-    FilterCondition,
     WebhookEvent,
     WebhookRegistration,
     WebhookRequest,

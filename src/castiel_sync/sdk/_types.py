@@ -9,6 +9,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from castiel_sync.domain.filters import FilterCondition
+
 MAX_FETCH_LIMIT = 1000
 
 
@@ -26,17 +28,6 @@ class Credentials(BaseModel):
     # Where the API is: Salesforce's token response ``instance_url``, a Dataverse org URL,
     # or a local emulator in tests and demos.
     instance_url: str | None = None
-
-
-class FilterCondition(BaseModel):
-    """One structured pull filter. Adapters render it in their query language (SOQL,
-    OData, search API) with proper quoting, so a tenant's filter can never inject."""
-
-    model_config = ConfigDict(frozen=True)
-
-    field: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
-    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "starts_with", "is_null"]
-    value: Any = None
 
 
 class FetchOptions(BaseModel):
