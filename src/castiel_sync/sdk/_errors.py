@@ -59,6 +59,18 @@ class AdapterValidationError(AdapterError):
 class TransientError(AdapterError):
     retryable = True
 
+    def __init__(
+        self,
+        user_message: str = "the provider is temporarily unavailable",
+        *,
+        retry_after: float | None = None,
+        detail: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(user_message, detail=detail, status_code=status_code)
+        # A 503's Retry-After, when the provider sent one.
+        self.retry_after = retry_after
+
 
 class PermanentError(AdapterError):
     pass
