@@ -15,6 +15,7 @@ from castiel_sync.store.base import Base
 
 TABLE_MODULES = [
     "castiel_sync.store.tables",
+    "castiel_sync.bus.sql",
 ]
 
 
