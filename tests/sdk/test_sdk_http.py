@@ -387,6 +387,11 @@ def test_rate_limit_from_catalog_shapes() -> None:
     per_minute = RateLimit.from_catalog({"requests_per_minute": 600})
     assert per_minute == RateLimit(10.0, 10)
 
+    assert RateLimit.from_catalog({"requests": 100, "window_seconds": 10}) == RateLimit(10.0, 100)
+    daily = RateLimit.from_catalog({"requests": 86400, "window_seconds": 86400})
+    assert daily == RateLimit(1.0, 60)
+    assert RateLimit.from_catalog({"requests": None, "window_seconds": None}) is None
+
     class Spec:
         requests_per_second = None
         requests_per_minute = 120

@@ -135,8 +135,10 @@ class RateLimit:
     def from_catalog(cls, value: Any) -> RateLimit | None:
         """From a catalog entry's ``rate_limit`` (a model or a mapping) or None.
 
-        Understands ``requests_per_second``, ``requests_per_minute``, ``requests_per_hour``
-        (the first one present wins) and ``burst``.
+        Understands the catalog's ``requests`` per ``window_seconds`` (burst: the whole
+        window's allowance for windows up to a minute, else a minute's worth), and
+        ``requests_per_second`` / ``_minute`` / ``_hour`` with ``burst``. None when the
+        entry names no numbers (the limit depends on the tenant's plan).
         """
         if value is None or isinstance(value, RateLimit):
             return value
@@ -146,6 +148,11 @@ class RateLimit:
                 return value.get(name)
             return getattr(value, name, None)
 
+        requests, window = get("requests"), get("window_seconds")
+        if requests and window:
+            rate = float(requests) / float(window)
+            burst = int(requests) if window <= 60 else min(int(requests), math.ceil(rate * 60))
+            return cls(requests_per_second=rate, burst=max(1, burst))
         rate: float | None = None
         for name, per in (
             ("requests_per_second", 1.0),
