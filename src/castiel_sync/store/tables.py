@@ -76,7 +76,7 @@ class IntegrationRow(Timestamps, Base):
     conflict_resolution: Mapped[str] = mapped_column(String(32), default="last_write_wins")
     allowed_shard_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
     write_back: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    match_rules: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    match_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     delete_grace_seconds: Mapped[int] = mapped_column(Integer, default=0)
     credential_secret_name: Mapped[str | None] = mapped_column(String(300), default=None)
     webhook_secret_name: Mapped[str | None] = mapped_column(String(300), default=None)

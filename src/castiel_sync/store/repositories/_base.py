@@ -1,0 +1,142 @@
+"""The one place where tenant scoping happens.
+
+Every repository is ``Repo(session, scope)``. Statements are built only through
+:meth:`ScopedRepository._select`, :meth:`_update` and :meth:`_delete`, which add the
+scope's criteria (``tenant_id == scope.tenant_id`` for a :class:`TenantScope`, nothing
+for a :class:`SystemScope`), and rows are inserted only through :meth:`_add`, which
+takes ``tenant_id`` from the scope. Repository modules never touch the session or
+SQLAlchemy's statement constructors themselves; ``tests/store/test_store_scoping_lint.py``
+checks that statically.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from sqlalchemy import ColumnElement, Delete, Select, Update, delete, select, update
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from castiel_sync.domain.tenancy import Scope, SystemScope, TenantId, TenantScope
+from castiel_sync.store.base import Base
+from castiel_sync.store.errors import ConflictError, NotFoundError, ScopeError
+
+RowT = TypeVar("RowT", bound=Base)
+RepoT = TypeVar("RepoT", bound="ScopedRepository[Any]")
+
+#: The helpers a repository method must build its statements with (the lint's allow-list).
+SCOPING_HELPERS = frozenset({"_select", "_update", "_delete"})
+
+
+class ScopedRepository(Generic[RowT]):
+    """Generic base: scoping, lookups and insert, once."""
+
+    model: ClassVar[type[Any]]
+    object_type: ClassVar[str] = "object"
+    #: The ``tenant_id`` a SystemScope writes (``"*"`` for system-wide rows such as the
+    #: global limits or system audit entries); None: inserts need a TenantScope.
+    system_tenant_id: ClassVar[str | None] = None
+
+    def __init__(self, session: AsyncSession, scope: Scope) -> None:
+        if not isinstance(scope, TenantScope | SystemScope):
+            raise TypeError(f"a repository needs a TenantScope or a SystemScope, not {scope!r}")
+        self._session = session
+        self.scope: Scope = scope
+
+    # -- scope --------------------------------------------------------------------------
+
+    @property
+    def is_system(self) -> bool:
+        return isinstance(self.scope, SystemScope)
+
+    def for_tenant(self, tenant_id: str) -> Self:
+        """From a system scope, the same repository confined to one tenant."""
+        self._require_system("for_tenant")
+        return type(self)(self._session, TenantScope(TenantId(tenant_id)))
+
+    def _sibling(self, repository: type[RepoT]) -> RepoT:
+        """Another repository on the same session and scope."""
+        return repository(self._session, self.scope)
+
+    def _tenant_id(self, action: str) -> TenantId:
+        """The scope's tenant; a SystemScope is refused (tenant-only methods)."""
+        if isinstance(self.scope, TenantScope):
+            return self.scope.tenant_id
+        raise ScopeError(
+            f"{type(self).__name__}.{action} needs a tenant scope; "
+            "from a system scope use .for_tenant(tenant_id)"
+        )
+
+    def _require_system(self, action: str) -> None:
+        if not isinstance(self.scope, SystemScope):
+            raise ScopeError(f"{type(self).__name__}.{action} needs a system scope")
+
+    def _criteria(self, model: type[Any], *, write: bool) -> list[ColumnElement[bool]]:
+        """The scope's WHERE criteria for ``model``. Override for tables without
+        ``tenant_id`` (the provider catalog) or with shared rows (global settings)."""
+        if isinstance(self.scope, SystemScope):
+            return []
+        column = getattr(model, "tenant_id", None)
+        if column is None:
+            raise ScopeError(f"{model.__name__} has no tenant column and no scoping rule")
+        return [column == self.scope.tenant_id]
+
+    # -- statement builders: the only way a repository makes a statement -------------------
+
+    def _select(self, *columns: Any, model: type[Any] | None = None) -> Select[Any]:
+        target = model or self.model
+        stmt = select(*columns) if columns else select(target)
+        return stmt.where(*self._criteria(target, write=False))
+
+    def _update(self, model: type[Any] | None = None) -> Update:
+        target = model or self.model
+        return update(target).where(*self._criteria(target, write=True))
+
+    def _delete(self, model: type[Any] | None = None) -> Delete:
+        target = model or self.model
+        return delete(target).where(*self._criteria(target, write=True))
+
+    # -- execution ---------------------------------------------------------------------
+
+    async def _execute(self, stmt: Any) -> Result[Any]:
+        return await self._session.execute(stmt)
+
+    async def _all(self, stmt: Select[Any]) -> list[Any]:
+        return list((await self._session.execute(stmt)).scalars().all())
+
+    async def _first(self, stmt: Select[Any]) -> Any | None:
+        return (await self._session.execute(stmt.limit(1))).scalars().first()
+
+    async def _one(self, stmt: Select[Any], object_id: object) -> Any:
+        """The single row of ``stmt``, or NotFoundError naming ``object_id``."""
+        row = (await self._session.execute(stmt)).scalars().first()
+        if row is None:
+            raise NotFoundError(self.object_type, object_id)
+        return row
+
+    async def _fresh(self, stmt: Select[Any], object_id: object) -> Any:
+        """Like :meth:`_one`, reloading attributes the session may hold stale."""
+        return await self._one(stmt.execution_options(populate_existing=True), object_id)
+
+    async def _add(self, row: RowT, *, conflict: str) -> RowT:
+        """Insert ``row`` with the scope's tenant. ``conflict`` is the safe message for a
+        unique violation."""
+        if hasattr(type(row), "tenant_id"):
+            if self.is_system and self.system_tenant_id is not None:
+                row.tenant_id = self.system_tenant_id  # type: ignore[attr-defined]
+            else:
+                row.tenant_id = self._tenant_id("create")  # type: ignore[attr-defined]
+        self._session.add(row)
+        await self._flush(conflict)
+        return row
+
+    async def _flush(self, conflict: str) -> None:
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            raise ConflictError(conflict) from exc
+
+    def _forget(self, row: Any) -> None:
+        """Detach a deleted row so it reads as it was."""
+        self._session.expunge(row)
