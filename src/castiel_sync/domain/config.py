@@ -122,6 +122,15 @@ class FieldMapping(CamelModel):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @model_validator(mode="after")
+    def _compiles(self) -> FieldMapping:
+        """Transform args, both paths, and (when used outbound) the reverse of every
+        transform are checked here, so a mapping that cannot run is refused when saved."""
+        from castiel_sync.domain.mapping import compile_mappings  # mapping imports this module
+
+        compile_mappings([self])
+        return self
+
 
 class EntityMapping(CamelModel):
     entity: str = Field(min_length=1, max_length=100)
@@ -129,6 +138,14 @@ class EntityMapping(CamelModel):
     direction: SyncDirection = "inbound"
     enabled: bool = True
     field_mappings: list[FieldMapping] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _targets_distinct(self) -> EntityMapping:
+        """No two mappings may write the same (or an enclosing) path on one side."""
+        from castiel_sync.domain.mapping import compile_mappings  # mapping imports this module
+
+        compile_mappings(self.field_mappings)
+        return self
 
 
 class RetryPolicy(CamelModel):
