@@ -304,6 +304,11 @@ class ProviderEmulator:
         """The headers that sign ``body`` as the provider does; empty: no webhooks."""
         return {}
 
+    def webhook_payload(self, entity: str, record: StoredRecord, action: str) -> Any | None:
+        """The provider's webhook body announcing ``action`` on ``record``; None: no
+        webhooks. The conformance suite signs it with ``sign_webhook`` and delivers it."""
+        return None
+
     def authenticate(self, request: Request) -> bool:
         """Whether the request carries a valid access token (Bearer by default)."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
