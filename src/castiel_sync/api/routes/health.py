@@ -1,0 +1,40 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from castiel_sync.api.deps import ContextDep
+from castiel_sync.api.problems import PROBLEM_JSON, problem_body
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="The service can take work (store reachable)",
+    responses={503: {"description": "A dependency is down", "content": {PROBLEM_JSON: {}}}},
+)
+async def readyz(ctx: ContextDep) -> Any:
+    try:
+        async with ctx.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:  # any failure to reach the store means not ready
+        body = problem_body(
+            status=503,
+            title="Service unavailable",
+            slug="not-ready",
+            detail="the database cannot be reached; check CASTIEL_DATABASE_URL",
+            instance="/readyz",
+        )
+        return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+    return {"status": "ready", "checks": {"store": "ok"}}
