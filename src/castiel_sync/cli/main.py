@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from castiel_sync.cli.db import app as db_app
+
 app = typer.Typer(
     name="castiel-sync",
     help="Bidirectional sync between Castiel and tenants' business systems.",
     no_args_is_help=True,
 )
+app.add_typer(db_app, name="db")
 
 
 @app.command()
