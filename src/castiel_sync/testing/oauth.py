@@ -13,6 +13,9 @@
 - ``extra_token_fields``: extra members of every token response, a mapping or a function
   of the grant (Salesforce's ``instance_url``, ``id``, ``issued_at``, ``signature``).
 - ``token_calls`` records every call to ``/token`` for assertions.
+- ``expires_in_field=False`` leaves ``expires_in`` out of token responses (Salesforce
+  sends none); ``invalid_refresh_description`` is the ``error_description`` of a dead
+  refresh token (Salesforce: ``expired access/refresh token``).
 
 Mount it next to a provider emulator (``ProviderEmulator(oauth=server)``) so the API
 accepts exactly the access tokens this server issued and still considers valid.
@@ -116,6 +119,8 @@ class OAuthEmulator:
         | Callable[[str, OAuthClient], Mapping[str, Any]]
         | None = None,
         code_lifetime: float = 600.0,
+        expires_in_field: bool = True,
+        invalid_refresh_description: str = "the refresh token is invalid, expired or revoked",
     ) -> None:
         self.clock = clock or FakeClock()
         self.base_url = base_url.rstrip("/")
@@ -129,6 +134,8 @@ class OAuthEmulator:
         self.require_pkce = require_pkce
         self.extra_token_fields = extra_token_fields
         self.code_lifetime = code_lifetime
+        self.expires_in_field = expires_in_field
+        self.invalid_refresh_description = invalid_refresh_description
         self.clients: dict[str, OAuthClient] = {}
         self.token_calls: list[TokenCall] = []
         self._codes: dict[str, _Code] = {}
@@ -335,7 +342,7 @@ class OAuthEmulator:
         token = params.get("refresh_token", "")
         info = self._refresh.get(token)
         if info is None or not info.active or info.client_id != client.client_id:
-            raise _Error("invalid_grant", "the refresh token is invalid, expired or revoked")
+            raise _Error("invalid_grant", self.invalid_refresh_description)
         body = self._tokens(client, info.scope, new_refresh=self.rotate_refresh_tokens)
         if self.rotate_refresh_tokens:
             info.active = False
@@ -347,8 +354,9 @@ class OAuthEmulator:
         body: dict[str, Any] = {
             "access_token": self.mint_access_token(client_id=client.client_id, scope=scope),
             "token_type": "Bearer",
-            "expires_in": int(self.access_token_lifetime),
         }
+        if self.expires_in_field:
+            body["expires_in"] = int(self.access_token_lifetime)
         if scope:
             body["scope"] = scope
         if new_refresh:
