@@ -150,9 +150,11 @@ class RateLimit:
 
         requests, window = get("requests"), get("window_seconds")
         if requests and window:
-            rate = float(requests) / float(window)
-            burst = int(requests) if window <= 60 else min(int(requests), math.ceil(rate * 60))
-            return cls(requests_per_second=rate, burst=max(1, burst))
+            per_second = float(requests) / float(window)
+            burst = (
+                int(requests) if window <= 60 else min(int(requests), math.ceil(per_second * 60))
+            )
+            return cls(requests_per_second=per_second, burst=max(1, burst))
         rate: float | None = None
         for name, per in (
             ("requests_per_second", 1.0),
