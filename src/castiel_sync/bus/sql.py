@@ -546,6 +546,35 @@ class SqlBus(Bus):
             await conn.rollback()
         return [_message(r) for r in rows]
 
+    async def seen_ids(self, ids: Sequence[str]) -> set[str]:
+        """Of ``ids``, those sent within the dedup window (for a backend without one)."""
+        async with self._engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    select(_D.c.message_id).where(
+                        _D.c.message_id.in_(list(ids)), _D.c.expires_at > time.time()
+                    )
+                )
+            ).scalars()
+            result = set(found)
+            await conn.rollback()
+        return result
+
+    async def remember_ids(self, ids: Sequence[str]) -> None:
+        """Record ``ids`` as sent, for the dedup window."""
+        now = time.time()
+        ins = self._insert(_D)
+        async with self._write() as conn:
+            await conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[_D.c.message_id], set_={"expires_at": ins.excluded.expires_at}
+                ),
+                [{"message_id": m, "expires_at": now + self.dedup_window} for m in set(ids)],
+            )
+            if now >= self._next_dedup_sweep:
+                self._next_dedup_sweep = now + 60
+                await conn.execute(delete(_D).where(_D.c.expires_at < now))
+
     # -- metrics ------------------------------------------------------------------------
 
     async def depth(self, queue: str) -> int:

@@ -1,0 +1,735 @@
+"""RabbitMQ bus (aio-pika), selected by ``CASTIEL_BUS_URL=amqp://...``.
+
+Topology (every name carries the optional ``namespace`` prefix):
+
+- ``castiel.integration`` (topic): the router. Routing key = the CloudEvent type; each
+  work queue is bound with the event types the routing table sends to it. Sends that
+  name a queue but no event type go through the default exchange.
+- Work queues are durable **quorum** queues with ``x-delivery-limit`` and a dead-letter
+  exchange (``castiel.deadletter``, fanout) into the quorum queue ``sync-deadletter``,
+  with at-least-once dead-lettering. The broker's limit catches crash loops (a consumer
+  that dies holding the message); failures reported by ``nack`` are counted by us.
+- **Ordering per integration** on ``sync-outbound``: the queue is ``outbound_shards``
+  quorum queues ``sync-outbound.<i>``; a message goes to shard ``crc32(session_key) % N``
+  (the topic key is ``<event type>.<i>``). Each shard has ``x-single-active-consumer``:
+  with any number of workers, exactly one consumes a shard at a time, so one process sees
+  all of a session's messages in order; inside it the bus hands out one message per
+  session key at a time, the oldest first. When that worker dies its unacked messages go
+  back to the head of the shard (quorum queues serve returns first) and the next
+  consumer takes over. Throughput for one integration is serial, as the spec's sessions.
+- **Delayed retry**: quorum queues have no per-message delay, so there are delay tiers
+  ``castiel.delay.<ms>`` (durable classic queues with ``x-message-ttl`` whose dead-letter exchange
+  ``castiel.delay.return``, a headers exchange, sends each message back to the queue named
+  in its ``castiel-target`` header). A retry goes to the largest tier not longer than the
+  delay and carries ``castiel-not-before``; a message that comes back early is re-delayed
+  (without counting a delivery) with the shortest tier, so no message is ever delivered
+  before its time. A retry within a session is held by the single active consumer instead
+  (re-delaying it through a tier would let the next message of the session overtake it).
+- **Priority**: a consumer per queue with its own prefetch; ``receive`` hands out from
+  the webhook buffer first, then write-back, then scheduled; higher ``priority`` first
+  within what is buffered.
+- **Leases**: a lease is an unacked delivery; a reaper returns expired leases to the
+  broker (``basic.nack`` with requeue: the broker counts the delivery). A worker that is
+  SIGKILLed loses its connection and the broker redelivers everything it held.
+- **Publisher confirms** on every send; ``send_many`` publishes a batch and awaits all
+  the confirms together.
+- **Dead letters** are drained from ``sync-deadletter`` into the store's ``bus_messages``
+  table (as ``sync-deadletter`` rows with their tenant) before every list/replay/purge, so
+  they can be inspected and managed per tenant; replay publishes them back (confirmed)
+  before deleting the stored copy.
+- **Idempotent send** uses the store's ``bus_dedup`` table: ids seen in the window are
+  skipped; ids are recorded after the broker confirms (a crash in between, or two
+  concurrent sends of one id, can still yield a duplicate: consumers stay idempotent).
+- **Metrics** without the management plugin: ``depth`` is a passive declare's ready count
+  (plus this process's buffered and leased messages); ``oldest_age`` is the age of the
+  oldest message this process holds (the broker only tells its age by delivering it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from castiel_sync.bus.base import (
+    QUEUE_DEADLETTER,
+    QUEUE_OUTBOUND,
+    QUEUE_RANK,
+    WORK_QUEUES,
+    Body,
+    Bus,
+    Lease,
+    Message,
+    OutgoingMessage,
+    check_queue,
+    session_shard,
+)
+from castiel_sync.bus.router import routing_table
+from castiel_sync.bus.sql import SqlBus, decode_body, encode_body
+from castiel_sync.domain.tenancy import Scope, SystemScope
+
+EXCHANGE = "castiel.integration"
+DEFAULT_DELAY_TIERS = (0.05, 0.25, 1.0, 5.0, 30.0, 300.0, 1800.0)
+DEFAULT_PREFETCH = {
+    "sync-inbound-webhook": 100,
+    "sync-outbound": 100,
+    "sync-inbound-scheduled": 8,  # long jobs: don't hoard them from other workers
+    QUEUE_DEADLETTER: 10,
+}
+
+
+@dataclass
+class _Held:
+    """A delivery this process holds: buffered (ready) or leased."""
+
+    incoming: AbstractIncomingMessage
+    message: Message
+    arrived: float
+    not_before: float = 0.0
+    token: str | None = None
+    expires: float = 0.0
+
+
+@dataclass
+class _QueueState:
+    ready: list[_Held] = field(default_factory=list)
+    consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = field(default_factory=list)
+
+
+def _us(epoch: float) -> int:
+    return round(epoch * 1_000_000)
+
+
+def _dt(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+class RabbitBus(Bus):
+    def __init__(
+        self,
+        url: str,
+        engine: AsyncEngine,
+        *,
+        max_deliveries: int = 10,
+        namespace: str = "",
+        outbound_shards: int = 4,
+        prefetch: dict[str, int] | None = None,
+        delay_tiers: Sequence[float] = DEFAULT_DELAY_TIERS,
+        dedup_window: float = 600.0,
+    ) -> None:
+        self.url = url
+        self.max_deliveries = max_deliveries
+        self.ns = namespace
+        self.outbound_shards = outbound_shards
+        self.prefetch = {**DEFAULT_PREFETCH, **(prefetch or {})}
+        self.delay_tiers = sorted(delay_tiers)
+        self.routes = routing_table()
+        # The store keeps dead letters (for inspection) and the dedup window.
+        self._store = SqlBus(engine, dedup_window=dedup_window)
+        self._conn: AbstractRobustConnection | None = None
+        self._pub: AbstractChannel | None = None
+        self._topic: AbstractExchange | None = None
+        self._queues: dict[str, _QueueState] = {}
+        self._leased: dict[str, _Held] = {}
+        self._busy: set[tuple[str, str]] = set()  # (queue, session key) in flight
+        self._declared_tiers: set[int] = set()
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- names --------------------------------------------------------------------------
+
+    def _phys(self, queue: str, shard: int | None = None) -> str:
+        return f"{self.ns}{queue}" if shard is None else f"{self.ns}{queue}.{shard}"
+
+    def _physical_queues(self, queue: str) -> list[str]:
+        if queue == QUEUE_OUTBOUND:
+            return [self._phys(queue, i) for i in range(self.outbound_shards)]
+        return [self._phys(queue)]
+
+    def _target(self, queue: str, session_key: str | None, message_id: str) -> tuple[str, int]:
+        if queue != QUEUE_OUTBOUND:
+            return self._phys(queue), -1
+        shard = session_shard(session_key or message_id, self.outbound_shards)
+        return self._phys(queue, shard), shard
+
+    def _tier_name(self, ms: int) -> str:
+        return f"{self.ns}castiel.delay.{ms}ms"
+
+    # -- topology -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._conn is not None:
+            return
+        self._conn = await aio_pika.connect_robust(self.url)
+        self._pub = await self._conn.channel(publisher_confirms=True)
+        ch = self._pub
+        self._topic = await ch.declare_exchange(
+            f"{self.ns}{EXCHANGE}", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dlx = await ch.declare_exchange(
+            f"{self.ns}castiel.deadletter", aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        back = await ch.declare_exchange(
+            f"{self.ns}castiel.delay.return", aio_pika.ExchangeType.HEADERS, durable=True
+        )
+        quorum = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        dlq = await ch.declare_queue(
+            self._phys(QUEUE_DEADLETTER), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key="")
+        for queue in WORK_QUEUES:
+            args = {
+                **quorum,
+                "x-delivery-limit": self.max_deliveries,
+                "x-dead-letter-exchange": dlx.name,
+            }
+            if queue == QUEUE_OUTBOUND:
+                args["x-single-active-consumer"] = True
+            for shard, name in enumerate(self._physical_queues(queue)):
+                q = await ch.declare_queue(name, durable=True, arguments=args)
+                await q.bind(back, arguments={"x-match": "all", "castiel-target": name})
+                for event_type, target in self.routes.items():
+                    if target != queue:
+                        continue
+                    key = f"{event_type}.{shard}" if queue == QUEUE_OUTBOUND else event_type
+                    await q.bind(self._topic, routing_key=key)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def _tier(self, delay: float) -> tuple[str, float]:
+        """The delay tier for ``delay`` (the largest not longer, else the shortest)."""
+        fitting = [t for t in self.delay_tiers if t <= delay]
+        tier = fitting[-1] if fitting else self.delay_tiers[0]
+        ms = round(tier * 1000)
+        name = self._tier_name(ms)
+        if ms not in self._declared_tiers:
+            assert self._pub is not None
+            await self._pub.declare_queue(
+                name,
+                durable=True,
+                # Classic: one TTL per queue, cheap to declare. Its dead-lettering is at most
+                # once: a broker crash at the instant of expiry could drop a retry.
+                arguments={
+                    "x-queue-type": "classic",
+                    "x-message-ttl": ms,
+                    "x-dead-letter-exchange": f"{self.ns}castiel.delay.return",
+                },
+            )
+            self._declared_tiers.add(ms)
+        return name, tier
+
+    async def delete_topology(self) -> None:
+        """Delete every queue and exchange of this namespace (tests, benchmarks)."""
+        if self._conn is None:
+            return
+        await self._stop_consumers()
+        ch = await self._conn.channel()
+        names = [self._phys(QUEUE_DEADLETTER)]
+        for queue in WORK_QUEUES:
+            names += self._physical_queues(queue)
+        names += [self._tier_name(round(t * 1000)) for t in self.delay_tiers]
+        for name in names:
+            with contextlib.suppress(Exception):
+                await ch.queue_delete(name)
+        for name in (EXCHANGE, "castiel.deadletter", "castiel.delay.return"):
+            with contextlib.suppress(Exception):
+                await ch.exchange_delete(f"{self.ns}{name}")
+        await ch.close()
+
+    # -- send ---------------------------------------------------------------------------
+
+    def _amqp(
+        self,
+        queue: str,
+        body: Body,
+        *,
+        tenant_id: str,
+        message_id: str,
+        target: str,
+        priority: int = 0,
+        session_key: str | None = None,
+        count: int = 0,
+        not_before: float | None = None,
+        enqueued: float | None = None,
+        last_error: str | None = None,
+        original_queue: str | None = None,
+    ) -> aio_pika.Message:
+        is_json, raw = encode_body(body)
+        headers: dict[str, Any] = {
+            "castiel-queue": queue,
+            "castiel-target": target,
+            "castiel-tenant": tenant_id,
+            "castiel-priority": priority,
+            "castiel-json": is_json,
+            "castiel-count": count,
+            # Epochs travel as integer microseconds (pamqp sends a float as 32 bits).
+            "castiel-enqueued": _us(enqueued if enqueued is not None else time.time()),
+        }
+        if session_key is not None:
+            headers["castiel-session"] = session_key
+        if not_before is not None:
+            headers["castiel-not-before"] = _us(not_before)
+        if last_error:
+            headers["castiel-last-error"] = last_error[:4000]
+        if original_queue:
+            headers["castiel-original-queue"] = original_queue
+        return aio_pika.Message(
+            raw,
+            message_id=message_id,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json" if is_json else "application/octet-stream",
+        )
+
+    async def _publish(self, message: aio_pika.Message, *, delay: float = 0.0) -> None:
+        """Confirmed publish to ``castiel-target`` (through a delay tier if asked)."""
+        assert self._pub is not None
+        if delay > 0:
+            tier, _ = await self._tier(delay)
+            await self._pub.default_exchange.publish(message, routing_key=tier, mandatory=True)
+            return
+        target = message.headers["castiel-target"]
+        assert isinstance(target, str)
+        await self._pub.default_exchange.publish(message, routing_key=target, mandatory=True)
+
+    async def send(
+        self,
+        queue: str,
+        body: Body,
+        *,
+        tenant_id: str,
+        priority: int = 0,
+        not_before: datetime | None = None,
+        session_key: str | None = None,
+        message_id: str | None = None,
+        event_type: str | None = None,
+    ) -> str:
+        out = OutgoingMessage(
+            queue, body, tenant_id, priority, not_before, session_key, message_id, event_type
+        )
+        return (await self.send_many([out]))[0]
+
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        assert self._pub is not None and self._topic is not None, "call start() first"
+        ids: list[str] = []
+        explicit = [m.message_id for m in messages if m.message_id]
+        seen = await self._store.seen_ids(explicit) if explicit else set()
+        now = time.time()
+        publishes = []
+        for m in messages:
+            check_queue(m.queue)
+            mid = m.message_id or str(uuid.uuid4())
+            ids.append(mid)
+            if mid in seen:
+                continue
+            seen.add(mid)  # a repeat inside this batch
+            target, shard = self._target(m.queue, m.session_key, mid)
+            nb = m.not_before.timestamp() if m.not_before else None
+            amqp = self._amqp(
+                m.queue,
+                m.body,
+                tenant_id=m.tenant_id,
+                message_id=mid,
+                target=target,
+                priority=m.priority,
+                session_key=m.session_key,
+                not_before=nb,
+                enqueued=now,
+            )
+            if nb is not None and nb > now:
+                publishes.append(self._publish(amqp, delay=nb - now))
+            elif m.event_type and self.routes.get(m.event_type) == m.queue:
+                key = f"{m.event_type}.{shard}" if shard >= 0 else m.event_type
+                publishes.append(self._topic.publish(amqp, routing_key=key, mandatory=True))
+            else:
+                publishes.append(self._publish(amqp))
+        await asyncio.gather(*publishes)
+        if explicit:
+            await self._store.remember_ids(explicit)
+        return ids
+
+    # -- consume ------------------------------------------------------------------------
+
+    async def _ensure_consumers(self, queues: Sequence[str]) -> bool:
+        """Start consumers for queues not consumed yet; True if any were started."""
+        assert self._conn is not None, "call start() first"
+        started = False
+        for queue in queues:
+            if queue in self._queues:
+                continue
+            state = self._queues[queue] = _QueueState()
+            for name in self._physical_queues(queue):
+                ch = await self._conn.channel()
+                await ch.set_qos(prefetch_count=self.prefetch.get(queue, 50))
+                q = await ch.get_queue(name, ensure=False)
+                tag = await q.consume(self._on_message_for(queue))
+                state.consumers.append((ch, q, tag))
+            started = True
+        return started
+
+    def _on_message_for(self, queue: str) -> Any:
+        async def on_message(incoming: AbstractIncomingMessage) -> None:
+            self._accept(queue, incoming)
+
+        return on_message
+
+    def _parse(self, queue: str, incoming: AbstractIncomingMessage) -> Message:
+        h = incoming.headers or {}
+        broker_count = int(h.get("x-delivery-count") or 0)  # type: ignore[call-overload]
+        own_count = int(h.get("castiel-count") or 0)  # type: ignore[call-overload]
+        enqueued = h.get("castiel-enqueued")
+        nb = h.get("castiel-not-before")
+        session = h.get("castiel-session")
+        last_error = h.get("castiel-last-error")
+        original = h.get("castiel-original-queue")
+        return Message(
+            id=incoming.message_id or "",
+            queue=queue,
+            body=decode_body(int(h.get("castiel-json", 1)), incoming.body),  # type: ignore[call-overload]
+            tenant_id=str(h.get("castiel-tenant") or ""),
+            priority=int(h.get("castiel-priority") or 0),  # type: ignore[call-overload]
+            session_key=str(session) if session is not None else None,
+            delivery_count=own_count + broker_count + 1,
+            enqueued_at=_dt(int(enqueued) / 1e6) if enqueued is not None else None,  # type: ignore[call-overload]
+            not_before=_dt(int(nb) / 1e6) if nb is not None else None,  # type: ignore[call-overload]
+            last_error=str(last_error) if last_error is not None else None,
+            original_queue=str(original) if original is not None else None,
+        )
+
+    def _accept(self, queue: str, incoming: AbstractIncomingMessage) -> None:
+        message = self._parse(queue, incoming)
+        nb = message.not_before.timestamp() if message.not_before else 0.0
+        held = _Held(incoming, message, time.monotonic(), not_before=nb)
+        if nb > time.time() and message.session_key is None:
+            # Came back from a delay tier early: wait again, not counted as a delivery.
+            self._spawn(self._redelay(held, nb - time.time()))
+            return
+        self._queues[queue].ready.append(held)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _redelay(self, held: _Held, delay: float) -> None:
+        m = held.message
+        copy = self._amqp(
+            m.queue,
+            m.body,
+            tenant_id=m.tenant_id,
+            message_id=m.id,
+            target=str((held.incoming.headers or {})["castiel-target"]),
+            priority=m.priority,
+            session_key=m.session_key,
+            count=m.delivery_count - 1,
+            not_before=held.not_before,
+            enqueued=m.enqueued_at.timestamp() if m.enqueued_at else None,
+            last_error=m.last_error,
+        )
+        await self._publish(copy, delay=delay)
+        await held.incoming.ack()
+
+    async def receive(
+        self,
+        queues: Sequence[str],
+        *,
+        lease_seconds: float,
+        max_messages: int = 1,
+        wait_seconds: float = 0.0,
+    ) -> list[Lease]:
+        for q in queues:
+            check_queue(q)
+        ordered = sorted(dict.fromkeys(queues), key=lambda q: QUEUE_RANK.get(q, 5))
+        if await self._ensure_consumers(ordered):
+            # Let the prefetch fill so priorities see what is already waiting.
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            wakeup = self._wakeup
+            leases = await self._pick(ordered, lease_seconds, max_messages)
+            remaining = deadline - time.monotonic()
+            if leases or remaining <= 0:
+                return leases
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), min(remaining, 0.05))
+
+    async def _pick(self, queues: list[str], lease_seconds: float, limit: int) -> list[Lease]:
+        leases: list[Lease] = []
+        now = time.time()
+        for queue in queues:
+            state = self._queues[queue]
+            if not state.ready:
+                continue
+            heads: dict[str, _Held] = {}
+            for h in sorted(state.ready, key=lambda h: h.arrived):
+                key = h.message.session_key
+                if key is not None and key not in heads:
+                    heads[key] = h
+            for h in sorted(state.ready, key=lambda h: (-h.message.priority, h.arrived)):
+                if len(leases) >= limit:
+                    return leases
+                key = h.message.session_key
+                if key is not None and (heads[key] is not h or (queue, key) in self._busy):
+                    continue
+                if h.not_before > now:
+                    continue
+                state.ready.remove(h)
+                if h.message.delivery_count > self.max_deliveries:
+                    # Delivered the maximum number of times; its last holder never settled.
+                    self._spawn(self._dead_letter(h, h.message.last_error or "lease expired"))
+                    continue
+                h.token = str(uuid.uuid4())
+                h.expires = now + lease_seconds
+                self._leased[h.token] = h
+                if key is not None:
+                    self._busy.add((queue, key))
+                expires = _dt(h.expires)
+                assert expires is not None
+                leases.append(Lease(h.message, h.token, expires, handle=h))
+        return leases
+
+    # -- settle -------------------------------------------------------------------------
+
+    def _release(self, lease: Lease) -> _Held | None:
+        held = self._leased.pop(lease.token, None)
+        if held is None:
+            return None
+        if held.message.session_key is not None:
+            self._busy.discard((held.message.queue, held.message.session_key))
+        self._notify()
+        return held
+
+    async def ack(self, lease: Lease) -> bool:
+        held = self._release(lease)
+        if held is None:
+            return False
+        try:
+            await held.incoming.ack()
+        except Exception:  # the channel is gone: the broker redelivers it
+            return False
+        return True
+
+    async def ack_many(self, leases: Sequence[Lease]) -> int:
+        return sum(await asyncio.gather(*(self.ack(lease) for lease in leases)))
+
+    async def nack(self, lease: Lease, *, delay_seconds: float = 0.0, error: str = "") -> bool:
+        held = self._release(lease)
+        if held is None:
+            return False
+        m = held.message
+        if m.delivery_count >= self.max_deliveries:
+            await self._dead_letter(held, error)
+            return True
+        if m.session_key is not None:
+            # Keep it here, at the head of its session (single active consumer).
+            retry = replace(m, delivery_count=m.delivery_count + 1, last_error=error or None)
+            held.message = retry
+            held.not_before = time.time() + max(0.0, delay_seconds)
+            held.token = None
+            self._queues[m.queue].ready.append(held)
+            if delay_seconds > 0:
+                asyncio.get_running_loop().call_later(delay_seconds, self._notify)
+            return True
+        copy = self._amqp(
+            m.queue,
+            m.body,
+            tenant_id=m.tenant_id,
+            message_id=m.id,
+            target=str((held.incoming.headers or {})["castiel-target"]),
+            priority=m.priority,
+            session_key=m.session_key,
+            count=m.delivery_count,
+            not_before=time.time() + delay_seconds if delay_seconds > 0 else None,
+            enqueued=m.enqueued_at.timestamp() if m.enqueued_at else None,
+            last_error=error,
+        )
+        await self._publish(copy, delay=delay_seconds)
+        await held.incoming.ack()
+        return True
+
+    async def _dead_letter(self, held: _Held, error: str) -> None:
+        m = held.message
+        copy = self._amqp(
+            QUEUE_DEADLETTER,
+            m.body,
+            tenant_id=m.tenant_id,
+            message_id=m.id,
+            target=self._phys(QUEUE_DEADLETTER),
+            priority=m.priority,
+            session_key=m.session_key,
+            count=m.delivery_count,
+            enqueued=m.enqueued_at.timestamp() if m.enqueued_at else None,
+            last_error=error or m.last_error,
+            original_queue=m.queue,
+        )
+        await self._publish(copy)
+        await held.incoming.ack()
+        self._notify()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.time()
+            for token, held in list(self._leased.items()):
+                if held.expires > now:
+                    continue
+                del self._leased[token]
+                m = held.message
+                if m.session_key is not None:
+                    # Offer it again here, still first in its session.
+                    self._busy.discard((m.queue, m.session_key))
+                    held.message = replace(m, delivery_count=m.delivery_count + 1)
+                    held.token = None
+                    self._queues[m.queue].ready.append(held)
+                else:
+                    with contextlib.suppress(Exception):
+                        await held.incoming.nack(requeue=True)
+                self._notify()
+
+    # -- dead letters -------------------------------------------------------------------
+
+    async def _drain_dead_letters(self) -> None:
+        """Move dead letters from the broker into the store (then ack them there)."""
+        assert self._conn is not None, "call start() first"
+        ch = await self._conn.channel()
+        try:
+            q = await ch.get_queue(self._phys(QUEUE_DEADLETTER), ensure=False)
+            while True:
+                batch: list[AbstractIncomingMessage] = []
+                while len(batch) < 100:
+                    incoming = await q.get(no_ack=False, fail=False)
+                    if incoming is None:
+                        break
+                    batch.append(incoming)
+                if not batch:
+                    return
+                messages = []
+                for incoming in batch:
+                    m = self._parse(QUEUE_DEADLETTER, incoming)
+                    h = incoming.headers or {}
+                    if m.original_queue is None:  # dead-lettered by the broker
+                        m.original_queue = str(h.get("castiel-queue") or "")
+                        m.last_error = m.last_error or "delivery limit reached (broker)"
+                    messages.append(m)
+                await self._store.store_dead_letters(messages)
+                for incoming in batch:
+                    await incoming.ack()
+        finally:
+            await ch.close()
+
+    async def list_dead_letters(self, scope: Scope, *, limit: int = 100) -> list[Message]:
+        await self._drain_dead_letters()
+        return await self._store.list_dead_letters(scope, limit=limit)
+
+    async def replay(self, scope: Scope, ids: Sequence[str]) -> int:
+        await self._drain_dead_letters()
+        messages = await self._store.take_dead_letters(scope, ids)
+        publishes = []
+        for m in messages:
+            queue = m.original_queue or ""
+            if queue not in WORK_QUEUES:
+                continue
+            target, _ = self._target(queue, m.session_key, m.id)
+            publishes.append(
+                self._publish(
+                    self._amqp(
+                        queue,
+                        m.body,
+                        tenant_id=m.tenant_id,
+                        message_id=m.id,
+                        target=target,
+                        priority=m.priority,
+                        session_key=m.session_key,
+                        last_error=m.last_error,
+                    )
+                )
+            )
+        await asyncio.gather(*publishes)
+        done = [m.id for m in messages if (m.original_queue or "") in WORK_QUEUES]
+        await self._store.purge(SystemScope("replayed to RabbitMQ"), done)
+        return len(done)
+
+    async def purge(self, scope: Scope, ids: Sequence[str]) -> int:
+        await self._drain_dead_letters()
+        return await self._store.purge(scope, ids)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    async def depth(self, queue: str) -> int:
+        check_queue(queue)
+        assert self._conn is not None, "call start() first"
+        ch = await self._conn.channel()
+        try:
+            total = 0
+            for name in self._physical_queues(queue):
+                declared = await ch.declare_queue(name, passive=True)
+                total += declared.declaration_result.message_count or 0
+        finally:
+            await ch.close()
+        state = self._queues.get(queue)
+        total += len(state.ready) if state else 0
+        total += sum(1 for h in self._leased.values() if h.message.queue == queue)
+        if queue == QUEUE_DEADLETTER:
+            total += await self._store.depth(QUEUE_DEADLETTER)
+        return total
+
+    async def oldest_age(self, queue: str) -> float:
+        check_queue(queue)
+        held = [h for h in self._leased.values() if h.message.queue == queue]
+        state = self._queues.get(queue)
+        held += state.ready if state else []
+        stamps = [h.message.enqueued_at.timestamp() for h in held if h.message.enqueued_at]
+        if queue == QUEUE_DEADLETTER:
+            return max(await self._store.oldest_age(queue), 0.0)
+        return max(0.0, time.time() - min(stamps)) if stamps else 0.0
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def _stop_consumers(self) -> None:
+        for state in self._queues.values():
+            for ch, q, tag in state.consumers:
+                with contextlib.suppress(Exception):
+                    await q.cancel(tag)
+                with contextlib.suppress(Exception):
+                    await ch.close()  # unacked deliveries go back to the broker
+        self._queues.clear()
+        self._leased.clear()
+        self._busy.clear()
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+        await self._stop_consumers()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
