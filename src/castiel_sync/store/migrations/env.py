@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging.config
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -36,7 +36,7 @@ def _url() -> str:
     return Settings().resolved_database_url
 
 
-def render_item(kind: str, obj: Any, autogen: AutogenContext) -> str | bool:
+def render_item(kind: str, obj: Any, autogen: AutogenContext) -> str | Literal[False]:
     """Render the project's portable types as plain SQLAlchemy, so a revision never
     imports castiel_sync code that may change after it was written."""
     if kind != "type":
