@@ -149,8 +149,13 @@ class RecordStore:
 
     def __getitem__(self, entity: str) -> EntityStore:
         if entity not in self._entities:
-            self._entities[entity] = EntityStore(entity, self.clock, self._id_factory)
+            self._entities[entity] = EntityStore(entity, self.clock, self.id_factory_for(entity))
         return self._entities[entity]
+
+    def id_factory_for(self, entity: str) -> Callable[[], str]:
+        """New ids for ``entity``'s records. Override when ids depend on the entity
+        (Salesforce ids start with the object's key prefix)."""
+        return self._id_factory
 
     def __contains__(self, entity: object) -> bool:
         return entity in self._entities

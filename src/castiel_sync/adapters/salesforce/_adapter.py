@@ -353,7 +353,9 @@ class SalesforceAdapter(HttpAdapter):
         OrganizationId is the integration's org (malformed XML is not valid)."""
         keys = wh.WebhookSecret.parse(secret)
         if wh.is_relayed_event(request):
-            return bool(keys.relay_secret) and wh.verify_relay(request, keys.relay_secret or "")
+            return bool(keys.relay_secret) and wh.verify_relay(
+                request, keys.relay_secret or "", self.clock.now()
+            )
         if wh.is_outbound_message(request) and keys.organization_id:
             try:
                 message = wh.parse_outbound_xml(request.body)

@@ -21,9 +21,9 @@ event as Salesforce documents it: ``{"data": {"schema", "payload": {"ChangeEvent
 (https://developer.salesforce.com/docs/atlas.en-us.change_data_capture.meta/
 change_data_capture/cdc_event_fields_header.htm).
 
-The webhook secret is either one value (an org id, or a ``whsec_`` Standard Webhooks key)
-or a JSON object ``{"organizationId": "...", "relaySecret": "whsec_..."}`` for an
-integration that receives both.
+The webhook secret is either one value (an org id ``00D...``, or else the relay's Standard
+Webhooks key, ``whsec_...``) or, for an integration that receives both, a JSON object
+``{"organizationId": "00D...", "relaySecret": "whsec_..."}``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -91,9 +91,9 @@ class WebhookSecret:
                 organization_id=org if isinstance(org, str) else None,
                 relay_secret=relay if isinstance(relay, str) else None,
             )
-        if text.startswith("whsec_"):
-            return cls(relay_secret=text)
-        return cls(organization_id=text or None)
+        if _ORG_ID.fullmatch(text):
+            return cls(organization_id=text)
+        return cls(relay_secret=text or None)
 
 
 def is_outbound_message(request: WebhookRequest) -> bool:
@@ -258,12 +258,35 @@ def ack_response() -> WebhookResponse:
 # -- relayed change events -------------------------------------------------------------
 
 
-def verify_relay(request: WebhookRequest, relay_secret: str) -> bool:
+RELAY_TOLERANCE = timedelta(minutes=5)
+
+
+def verify_relay(request: WebhookRequest, relay_secret: str, now: datetime) -> bool:
+    """Standard Webhooks: ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` among the
+    space-separated signatures, and a timestamp within five minutes of ``now``.
+
+    The signature comes from the ``standardwebhooks`` library; the timestamp is checked
+    here against the adapter's clock (the library reads the wall clock itself).
+    """
+    headers = request.headers
+    msg_id = headers.get("webhook-id")
+    raw_stamp = headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature")
+    if not msg_id or not raw_stamp or not signatures or not raw_stamp.isdigit():
+        return False
+    sent = datetime.fromtimestamp(int(raw_stamp), tz=UTC)
+    if abs(now - sent) > RELAY_TOLERANCE:
+        return False
     try:
-        Webhook(relay_secret).verify(request.body, dict(request.headers.items()))
+        body = request.body.decode()
+        expected = Webhook(relay_secret).sign(msg_id, sent, body)
     except (WebhookVerificationError, ValueError, TypeError):
         return False
-    return True
+    return any(
+        hmac.compare_digest(expected.encode(), candidate.encode())
+        for candidate in signatures.split(" ")
+        if candidate.startswith("v1,")
+    )
 
 
 def change_event_payload(body: bytes) -> dict[str, Any]:

@@ -71,7 +71,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from castiel_sync.sdk import WebhookRequest
-from castiel_sync.testing._kit import FakeClock, ProviderEmulator, StoredRecord, send_webhook
+from castiel_sync.testing._kit import (
+    FakeClock,
+    ProviderEmulator,
+    RecordStore,
+    StoredRecord,
+    send_webhook,
+)
 from castiel_sync.testing.oauth import OAuthClient, OAuthEmulator
 
 DEFAULT_VERSION = "v62.0"
@@ -782,6 +788,17 @@ def salesforce_oauth(
     return server
 
 
+class _SObjectStore(RecordStore):
+    """Records keyed by object name, with ids carrying the object's key prefix."""
+
+    def __init__(self, emulator: SalesforceEmulator) -> None:
+        super().__init__(emulator.clock)
+        self.emulator = emulator
+
+    def id_factory_for(self, entity: str) -> Callable[[], str]:
+        return lambda: self.emulator.new_record_id(entity)
+
+
 @dataclass
 class _Locator:
     rows: list[dict[str, Any]]
@@ -825,6 +842,7 @@ class SalesforceEmulator(ProviderEmulator):
         self.outbound_deliveries: list[DeliveredMessage] = []
         relay = relay_secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         super().__init__(clock=clock, oauth=oauth, base_url=base_url, webhook_secret=relay)
+        self.store = _SObjectStore(self)
         # Deleted records older than this are purged from the delete log (getDeleted).
         self.earliest_date_available = stamp(self.clock.now())
 
@@ -881,6 +899,12 @@ class SalesforceEmulator(ProviderEmulator):
         if status == 503:
             return self.error_response(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable")
         return self.error_response(status, "UNKNOWN_EXCEPTION", "An unexpected error occurred.")
+
+    def webhook_payload(self, entity: str, record: StoredRecord, action: str) -> Any | None:
+        """A relayed Change Data Capture event for ``record`` (see :meth:`change_event`)."""
+        change = {"created": "CREATE", "deleted": "DELETE"}.get(action, "UPDATE")
+        fields = {} if change == "DELETE" else dict(record.data)
+        return self.change_event(entity, [record.id], change, changed_fields=fields)
 
     def sign_webhook(self, body: bytes, secret: str, url: str) -> dict[str, str]:
         """Standard Webhooks headers, as the CDC relay signs each event it forwards."""
