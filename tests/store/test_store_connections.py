@@ -162,3 +162,21 @@ async def test_two_concurrent_refreshers_one_wins(store: Store) -> None:
     async with store.transaction() as session:
         row = await ConnectionRepository(session, TENANT_A).get(conn.id)
     assert row.credential_version == 2 and len(row.refresh_history) == 1
+
+
+async def test_refresh_lease(store: Store) -> None:
+    integration = await make_integration(store)
+    conn = await _connect(store, integration.id)
+    now = utcnow()
+    async with store.transaction() as session:
+        system = ConnectionRepository(session, SYSTEM)
+        assert await system.try_lease(conn.id, now=now, until=now + timedelta(minutes=5))
+        assert not await system.try_lease(conn.id, now=now, until=now + timedelta(minutes=5))
+        later = now + timedelta(minutes=6)  # the first lease ran out
+        assert await system.try_lease(conn.id, now=later, until=later + timedelta(minutes=5))
+        with pytest.raises(NotFoundError):
+            await ConnectionRepository(session, TENANT_B).try_lease(conn.id, now=later, until=later)
+        assert await system.record_refresh(
+            conn.id, expected_credential_version=1, token_expires_at=later, ok=True
+        )
+        assert await system.try_lease(conn.id, now=now, until=now + timedelta(minutes=1))

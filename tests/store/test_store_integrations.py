@@ -154,6 +154,7 @@ async def test_due_is_cross_tenant_for_the_system(store: Store) -> None:
         system = IntegrationRepository(session, SYSTEM)
         assert [r.id for r in await system.due(now, 10)] == [a.id, b.id]
         assert [r.id for r in await system.due(now, 1)] == [a.id]
+        assert [r.id for r in await system.due(now, 10, lock=True)] == [a.id, b.id]
         assert [r.id for r in await IntegrationRepository(session, TENANT_B).due(now, 10)] == [b.id]
 
 

@@ -6,6 +6,8 @@ import builtins
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import or_
+
 from castiel_sync.store.base import utcnow
 from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories._base import ScopedRepository
@@ -160,6 +162,27 @@ class ConnectionRepository(ScopedRepository[IntegrationConnectionRow]):
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def try_lease(self, connection_id: str, *, now: datetime, until: datetime) -> bool:
+        """Claim the right to refresh this connection until ``until`` (so two refreshers
+        on two machines do not both spend a rotating refresh token). False while someone
+        else's lease runs; ``record_refresh`` clears it."""
+        result = await self._execute(
+            self._update()
+            .where(
+                IntegrationConnectionRow.id == connection_id,
+                or_(
+                    IntegrationConnectionRow.refresh_lease_until.is_(None),
+                    IntegrationConnectionRow.refresh_lease_until <= now,
+                ),
+            )
+            .values(refresh_lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            await self.get(connection_id)  # NotFoundError when not in scope
+            return False
+        return True
 
     async def expiring(self, before: datetime) -> builtins.list[IntegrationConnectionRow]:
         """Active connections whose token expires at or before ``before`` (the hourly

@@ -154,10 +154,14 @@ class IntegrationRepository(ScopedRepository[IntegrationRow]):
         self._forget(row)
         return row
 
-    async def due(self, now: datetime, limit: int = 100) -> builtins.list[IntegrationRow]:
+    async def due(
+        self, now: datetime, limit: int = 100, *, lock: bool = False
+    ) -> builtins.list[IntegrationRow]:
         """Enabled, active integrations whose next sync is due, oldest first. Meant for the
-        scheduler's SystemScope; a TenantScope sees only its own."""
-        return await self._all(
+        scheduler's SystemScope; a TenantScope sees only its own. ``lock=True`` locks the
+        rows until the transaction ends and skips rows another scheduler holds
+        (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite has one writer anyway)."""
+        stmt = (
             self._select()
             .where(
                 IntegrationRow.sync_enabled.is_(True),
@@ -168,6 +172,9 @@ class IntegrationRepository(ScopedRepository[IntegrationRow]):
             .order_by(IntegrationRow.next_sync_at, IntegrationRow.id)
             .limit(limit)
         )
+        if lock:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return await self._all(stmt)
 
     async def count(self) -> int:
         return int((await self._execute(self._select(func.count(IntegrationRow.id)))).scalar_one())
