@@ -83,3 +83,37 @@ def make_settings(db_url: str, data_dir: Path) -> Settings:
         jwt_secret=JWT_SECRET,
         public_url=PUBLIC_URL,
     )
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves, read from ``app.routes`` (included routers
+    flattened), so that a new endpoint cannot be left out of a walk."""
+    from fastapi.routing import APIRoute
+
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: list[Any], prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+                    found.append((method, prefix + route.path))
+            elif hasattr(route, "original_router"):  # FastAPI's included router
+                walk(route.original_router.routes, prefix + route.include_context.prefix)
+
+    walk(list(app.routes), "")
+    return found
+
+
+async def snapshot(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary-key order (for "nothing changed" checks)."""
+    from sqlalchemy import select
+
+    from castiel_sync.store.schema import metadata
+
+    state: dict[str, list[tuple[Any, ...]]] = {}
+    async with engine.connect() as conn:
+        for table in metadata().sorted_tables:
+            order = list(table.primary_key.columns) or list(table.columns)
+            rows = (await conn.execute(select(table).order_by(*order))).all()
+            state[table.name] = [tuple(row) for row in rows]
+    return state

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.api.app import create_app
+from castiel_sync.catalog import Catalog, load_catalog
 from castiel_sync.testing.oauth import OAuthEmulator
 
 
@@ -69,3 +70,25 @@ async def api(
                 oauth=oauth_server,
                 adapters=adapters,
             )
+
+
+@pytest.fixture
+def api_key_catalog() -> Catalog:
+    """The packaged catalog with Gong taking API keys (the spec's ``gong-apikey``)."""
+    packaged = load_catalog()
+    providers = {spec.id: spec for spec in packaged}
+    providers["gong"] = packaged.get("gong").model_copy(
+        update={"auth_type": "api_key", "oauth": None}
+    )
+    return Catalog(providers)
+
+
+@pytest.fixture
+async def key_api(
+    app_factory: Callable[..., FastAPI], api_key_catalog: Catalog, oauth_server: OAuthEmulator
+) -> AsyncIterator[Api]:
+    app = app_factory(catalog=api_key_catalog)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            yield Api(app, client, app.state.ctx.settings, oauth_server)

@@ -4,17 +4,13 @@ keys, user-scoped connections and the connection test."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 from api_support import CLIENT_ID, PUBLIC_URL, Api
-from fastapi import FastAPI
 
 from castiel_sync.api.auth import Role
-from castiel_sync.catalog import Catalog, load_catalog
 from castiel_sync.sdk import (
     AuthError,
     ConnectionTestResult,
@@ -215,28 +211,6 @@ async def test_test_connection(api: Api) -> None:
     assert expired.status_code == 200
     assert expired.json()["ok"] is False
     assert expired.json()["message"] == "the access token was rejected"
-
-
-@pytest.fixture
-def api_key_catalog() -> Catalog:
-    """The packaged catalog with Gong taking API keys (the spec's ``gong-apikey``)."""
-    packaged = load_catalog()
-    providers = {spec.id: spec for spec in packaged}
-    providers["gong"] = packaged.get("gong").model_copy(
-        update={"auth_type": "api_key", "oauth": None}
-    )
-    return Catalog(providers)
-
-
-@pytest.fixture
-async def key_api(
-    app_factory: Callable[..., FastAPI], api_key_catalog: Catalog, oauth_server: OAuthEmulator
-) -> AsyncIterator[Api]:
-    app = app_factory(catalog=api_key_catalog)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-            yield Api(app, client, app.state.ctx.settings, oauth_server)
 
 
 async def test_api_key_entry(key_api: Api) -> None:

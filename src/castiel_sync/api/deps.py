@@ -148,13 +148,16 @@ def _tenant_access(
 
 def _tenant_admin_access(access: Annotated[Access, Depends(_tenant_access)]) -> Access:
     if not access.principal.can_manage:
-        raise Forbidden("only a tenant admin may change this tenant's integrations")
+        raise Forbidden(
+            "this needs a tenant admin (or a super admin naming the tenant); your token's "
+            f"role is {access.principal.role}"
+        )
     return access
 
 
 def _super_admin_access(ctx: ContextDep, principal: PrincipalDep, request: Request) -> Access:
     if not principal.is_super_admin:
-        raise Forbidden("only a super admin may do this")
+        raise Forbidden(f"this needs a super admin; your token's role is {principal.role}")
     return Access(ctx, principal, SystemScope(f"super admin {request.method} {request.url.path}"))
 
 
