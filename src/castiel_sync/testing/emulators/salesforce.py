@@ -738,7 +738,11 @@ def order_rows(rows: list[dict[str, Any]], query: Query) -> list[dict[str, Any]]
         kind = query.sobject.fields[name].type
         present = [r for r in ordered if r.get(name) is not None]
         missing = [r for r in ordered if r.get(name) is None]
-        present.sort(key=lambda r, n=name, k=kind: _compare_key(r.get(n), k), reverse=desc)
+
+        def key(row: dict[str, Any], n: str = name, k: str = kind) -> Any:
+            return _compare_key(row.get(n), k)
+
+        present.sort(key=key, reverse=desc)
         ordered = present + missing if nulls_last else missing + present
     return ordered
 
