@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,9 @@ from castiel_sync.store.migrate import alembic_config, current, head_revision, u
 from castiel_sync.store.schema import metadata
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A database with no tables at all."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'fresh.db'}"
-        return
-    admin_url: str = request.getfixturevalue("postgres_admin_url")
+@asynccontextmanager
+async def fresh_postgres(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
     name = f"castiel_mig_{os.getpid()}_{secrets.token_hex(4)}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
@@ -39,6 +36,16 @@ async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with no tables at all."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'fresh.db'}"
+        return
+    async with fresh_postgres(request.getfixturevalue("postgres_admin_url")) as url:
+        yield url
 
 
 async def _sync(url: str, fn: Any) -> Any:
@@ -84,12 +91,12 @@ async def test_upgrade_is_idempotent_and_downgrade_works(empty_url: str) -> None
 
 
 @pytest.mark.postgres
-async def test_processes_starting_together_migrate_once(empty_url: str) -> None:
-    if not empty_url.startswith("postgresql"):
-        pytest.skip("the advisory lock is PostgreSQL's; SQLite serialises writers itself")
-    await asyncio.gather(upgrade(empty_url), upgrade(empty_url), upgrade(empty_url))
-    assert await current(empty_url) == head_revision()
-    assert await _sync(empty_url, _differences) == []
+async def test_processes_starting_together_migrate_once(postgres_admin_url: str) -> None:
+    """Without the advisory lock all but one would fail on "relation already exists"."""
+    async with fresh_postgres(postgres_admin_url) as url:
+        await asyncio.gather(upgrade(url), upgrade(url), upgrade(url))
+        assert await current(url) == head_revision()
+        assert await _sync(url, _differences) == []
 
 
 def test_a_table_without_a_migration_is_detected(tmp_path: Path) -> None:
