@@ -86,8 +86,8 @@ from castiel_sync.domain.tenancy import Scope, SystemScope
 EXCHANGE = "castiel.integration"
 DEFAULT_DELAY_TIERS = (0.05, 0.25, 1.0, 5.0, 30.0, 300.0, 1800.0)
 DEFAULT_PREFETCH = {
-    "sync-inbound-webhook": 100,
-    "sync-outbound": 100,
+    "sync-inbound-webhook": 500,
+    "sync-outbound": 500,
     "sync-inbound-scheduled": 8,  # long jobs: don't hoard them from other workers
     QUEUE_DEADLETTER: 10,
 }
