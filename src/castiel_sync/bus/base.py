@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from castiel_sync.domain import events
 from castiel_sync.domain.tenancy import Scope, SystemScope, TenantScope
 
-QUEUE_WEBHOOK = "sync-inbound-webhook"
-QUEUE_SCHEDULED = "sync-inbound-scheduled"
-QUEUE_OUTBOUND = "sync-outbound"
-QUEUE_DEADLETTER = "sync-deadletter"
+# The queue names are the domain's (DESIGN.md §3); the bus only gives them short aliases.
+QUEUE_WEBHOOK = events.QUEUE_INBOUND_WEBHOOK
+QUEUE_SCHEDULED = events.QUEUE_INBOUND_SCHEDULED
+QUEUE_OUTBOUND = events.QUEUE_OUTBOUND
+QUEUE_DEADLETTER = events.DEAD_LETTER_QUEUE
 WORK_QUEUES = (QUEUE_WEBHOOK, QUEUE_OUTBOUND, QUEUE_SCHEDULED)
 ALL_QUEUES = (*WORK_QUEUES, QUEUE_DEADLETTER)
 

@@ -14,21 +14,12 @@ from typing import Any
 
 from castiel_sync.bus.base import (
     QUEUE_OUTBOUND,
-    QUEUE_SCHEDULED,
-    QUEUE_WEBHOOK,
     SYSTEM_TENANT,
     Bus,
     BusError,
     OutgoingMessage,
 )
-
-# Used only until ``castiel_sync.domain.events`` provides ROUTES; same content.
-_FALLBACK_ROUTES: dict[str, str] = {
-    "Castiel.Integration.WebhookReceived": QUEUE_WEBHOOK,
-    "Castiel.Integration.SyncScheduled": QUEUE_SCHEDULED,
-    "Castiel.Integration.SyncRequested": QUEUE_SCHEDULED,
-    "Castiel.Integration.WriteBackRequested": QUEUE_OUTBOUND,
-}
+from castiel_sync.domain.events import ROUTES
 
 
 class UnroutableEventError(BusError):
@@ -37,11 +28,7 @@ class UnroutableEventError(BusError):
 
 def routing_table() -> Mapping[str, str]:
     """The project's routing table (event type -> queue name)."""
-    try:
-        from castiel_sync.domain.events import ROUTES
-    except ImportError:
-        return _FALLBACK_ROUTES
-    return {str(k): str(getattr(v, "value", v)) for k, v in dict(ROUTES).items()}
+    return ROUTES
 
 
 def envelope_dict(event: Any) -> dict[str, Any]:
