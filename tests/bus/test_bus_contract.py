@@ -384,3 +384,33 @@ async def test_relay_crash_between_send_and_mark(case: Case) -> None:
 async def test_unknown_queue_is_refused(case: Case) -> None:
     with pytest.raises(UnknownQueueError):
         await case.bus.send("nope", {}, tenant_id=TENANT)
+
+
+async def test_relay_passes_over_events_without_a_sync_queue(engine) -> None:  # type: ignore[no-untyped-def]
+    """Shard events and alerts have no sync queue; the relay must not stall on them."""
+    from castiel_sync.bus.outbox import OutboxRelay, publish
+    from castiel_sync.bus.router import Router
+    from castiel_sync.bus.sql import SqlBus
+    from castiel_sync.domain import events
+    from castiel_sync.store.base import session_factory
+
+    bus = SqlBus(engine)
+    await bus.start()
+    try:
+        shard_event = events.shard_updated(
+            tenant_id="t1", shard_id="s1", shard_type="c_company", version=2
+        )
+        sync_event = events.sync_requested(tenant_id="t1", integration_id="i1")
+        async with session_factory(engine)() as session, session.begin():
+            publish(session, shard_event)
+            publish(session, sync_event)
+        relay = OutboxRelay(engine, Router(bus))
+        assert await relay.run_once() == 2
+        assert await relay.run_once() == 0
+        leases = await bus.receive(
+            [events.QUEUE_INBOUND_SCHEDULED], lease_seconds=30, max_messages=5
+        )
+        assert [lease.message.id for lease in leases] == [sync_event.id]
+        assert all(lease.message.queue == events.QUEUE_INBOUND_SCHEDULED for lease in leases)
+    finally:
+        await bus.close()

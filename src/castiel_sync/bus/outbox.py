@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from castiel_sync.bus.router import Router, envelope_dict, event_tenant
+from castiel_sync.bus.router import Router, envelope_dict, event_tenant, routing_table
 from castiel_sync.store.base import utcnow
 from castiel_sync.store.tables import OutboxRow
 
@@ -97,6 +97,10 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, rows: list[Any]) -> None:
+        # Events with no sync queue (shard events, TokenRefreshFailed alerts) are for
+        # downstream subscribers: they stay readable in the outbox until pruned, and a
+        # relay must not stall on them.
+        routes = routing_table()
         out = [
             self.router.outgoing(
                 r.event_type,
@@ -105,8 +109,10 @@ class OutboxRelay:
                 message_id=str(r.event.get("id") or f"outbox-{r.id}"),
             )
             for r in rows
+            if r.event_type in routes
         ]
-        await self.router.bus.send_many(out)
+        if out:
+            await self.router.bus.send_many(out)
 
     async def _mark(self, conn: Any, ids: list[int]) -> None:
         await conn.execute(update(_O).where(_O.c.id.in_(ids)).values(relayed_at=utcnow()))
