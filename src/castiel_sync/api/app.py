@@ -29,6 +29,7 @@ OPENAPI_TAGS = [
 
 
 async def _migrate(engine: Any, settings: Settings) -> None:
+    """Alembic to head (``castiel_sync.store.migrate``); the bare schema if it is absent."""
     try:
         migrate = importlib.import_module("castiel_sync.store.migrate")
     except ModuleNotFoundError:
@@ -36,18 +37,7 @@ async def _migrate(engine: Any, settings: Settings) -> None:
 
         await create_all(engine)
         return
-    result = migrate.upgrade(engine) if _takes_engine(migrate.upgrade) else migrate.upgrade()
-    if hasattr(result, "__await__"):
-        await result
-
-
-def _takes_engine(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        return len(inspect.signature(fn).parameters) > 0
-    except (TypeError, ValueError):
-        return True
+    await migrate.upgrade(settings.resolved_database_url)
 
 
 def create_app(

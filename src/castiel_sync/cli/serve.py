@@ -29,9 +29,19 @@ def serve(
         "  get a token: castiel-sync token --tenant <tenant-id> --role tenant_admin"
         "  (then send 'Authorization: Bearer <token>')"
     )
+    log_config: dict[str, object] | None = None
+    try:
+        from castiel_sync.logging import configure_logging
+    except ImportError:  # pragma: no cover - until the logging module is installed
+        log_config = uvicorn.config.LOGGING_CONFIG
+    else:
+        # uvicorn's own handlers would bypass the redaction (its access log holds the OAuth
+        # callback's ?code=): log_config=None keeps it on ours.
+        configure_logging(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=log_config,
     )
