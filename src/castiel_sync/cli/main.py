@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from castiel_sync.cli.db import app as db_app
+from castiel_sync.cli.serve import serve
+from castiel_sync.cli.token import token
 
 app = typer.Typer(
     name="castiel-sync",
@@ -12,6 +14,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
+app.command()(serve)
+app.command()(token)
 
 
 @app.command()
