@@ -218,7 +218,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
             "the bearer token's 'tenant_id' must be 1-64 lower-case letters and digits"
         )
     try:
-        parsed_role = Role(role)
+        parsed_role = Role(str(role))
     except ValueError:
         raise Unauthorized(
             "the bearer token's 'role' must be one of super_admin, tenant_admin, user"
