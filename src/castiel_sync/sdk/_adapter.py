@@ -66,3 +66,9 @@ class IntegrationAdapter(ABC):
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         raise NotSupportedError(f"{self.provider_id} has no webhooks")
+
+    def webhook_delivery_response(self, request: WebhookRequest) -> WebhookResponse | None:
+        """What to answer a verified, ordinary delivery with, when the provider requires a
+        specific answer (Salesforce Outbound Messages need a SOAP ``Ack``). None: the
+        receiver answers 202 with no body."""
+        return None

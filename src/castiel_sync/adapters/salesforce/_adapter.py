@@ -384,6 +384,9 @@ class SalesforceAdapter(HttpAdapter):
             return None
         return wh.ack_response()
 
+    def webhook_delivery_response(self, request: WebhookRequest) -> WebhookResponse | None:
+        return self.webhook_ack(request)
+
     def webhook_rejection(self, request: WebhookRequest, secret: str) -> WebhookResponse | None:
         """A clear 4xx for a delivery that fails verification (None when it passes)."""
         if wh.is_relayed_event(request) or not wh.is_outbound_message(request):
