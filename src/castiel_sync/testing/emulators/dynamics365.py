@@ -364,8 +364,10 @@ def _tokenize(expr: str) -> list[_Tok]:
             start, pos, chars = pos, pos + 1, []
             while True:
                 if pos >= len(expr):
+                    # Reported where the input ran out (filter-rows.md example: 21 for
+                    # "lastname eq 'O'Bryan'").
                     raise QueryError(
-                        f"There is an unterminated literal at position {start} in '{expr}'.", ""
+                        f"There is an unterminated literal at position {pos} in '{expr}'.", ""
                     )
                 if expr[pos] == "'":
                     if pos + 1 < len(expr) and expr[pos + 1] == "'":
