@@ -183,6 +183,8 @@ class ExternalRelationshipRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     deleted_upstream_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The full-sync run that last saw this record upstream (mark-and-sweep delete detection).
+    seen_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class SyncExecutionRow(Base):

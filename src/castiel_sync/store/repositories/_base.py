@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Delete, Select, Update, delete, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -136,6 +146,42 @@ class ScopedRepository(Generic[RowT]):
             await self._session.flush()
         except IntegrityError as exc:
             raise ConflictError(conflict) from exc
+
+    # -- bulk writes (Core executemany; the sync engine's hot path) ----------------------
+
+    async def _insert_many(
+        self, rows: list[dict[str, Any]], model: type[Any] | None = None
+    ) -> None:
+        """Insert ``rows`` (column -> value dicts, every column given) in one executemany,
+        each with the scope's tenant. Tenant scope only."""
+        if not rows:
+            return
+        tenant = self._tenant_id("insert")
+        for row in rows:
+            row["tenant_id"] = tenant
+        await self._session.execute(insert((model or self.model).__table__), rows)
+
+    async def _update_many(
+        self, rows: list[dict[str, Any]], model: type[Any] | None = None, *, key: str = "id"
+    ) -> None:
+        """``UPDATE ... WHERE <key> = row[key]`` (and the scope's criteria) for every row,
+        in one executemany. Every row sets the same columns."""
+        if not rows:
+            return
+        table = (model or self.model).__table__
+        columns = [name for name in rows[0] if name != key]
+        stmt = (
+            update(table)
+            .where(table.c[key] == bindparam("k_" + key), *self._criteria_core(table))
+            .values({name: bindparam("v_" + name) for name in columns})
+        )
+        params = [{"k_" + key: r[key], **{"v_" + n: r[n] for n in columns}} for r in rows]
+        await self._session.execute(stmt, params)
+
+    def _criteria_core(self, table: Any) -> list[ColumnElement[bool]]:
+        if isinstance(self.scope, SystemScope):
+            return []
+        return [table.c.tenant_id == self.scope.tenant_id]
 
     def _forget(self, row: Any) -> None:
         """Detach a deleted row so it reads as it was."""
