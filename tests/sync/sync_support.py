@@ -176,7 +176,9 @@ class Harness:
 
     async def outbox(self, event_type: str | None = None) -> list[OutboxRow]:
         async with self.store.transaction() as session:
-            stmt = select(OutboxRow).order_by(OutboxRow.id)
+            stmt = (
+                select(OutboxRow).where(OutboxRow.tenant_id == self.tenant).order_by(OutboxRow.id)
+            )
             if event_type is not None:
                 stmt = stmt.where(OutboxRow.event_type == event_type)
             return list((await session.execute(stmt)).scalars().all())
