@@ -32,6 +32,14 @@ NOT_TENANT_OBJECTS = {
     ("GET", "/admin/audit-log"): "super admin only",
     ("GET", "/oauth/callback"): "the single-use state is the credential (test_api_oauth)",
     ("POST", "/integrations"): "creates the caller's own integration",
+    # The runtime's routes; tenant crossing for them is in tests/runtime.
+    ("GET", "/metrics"): "no tenant data (queue depths)",
+    ("GET", "/webhooks/{provider_id}/{integration_id}"): "provider-signed, no bearer",
+    ("POST", "/webhooks/{provider_id}/{integration_id}"): "provider-signed, no bearer",
+    ("GET", "/dead-letters"): "tenant admins' own (test_runtime_dead_letters)",
+    ("GET", "/dead-letters/{dead_letter_id}"): "test_runtime_dead_letters",
+    ("POST", "/dead-letters/{dead_letter_id}/replay"): "test_runtime_dead_letters",
+    ("DELETE", "/dead-letters/{dead_letter_id}"): "test_runtime_dead_letters",
 }
 # Endpoints that list the caller's tenant: B must see none of A's data.
 TENANT_LISTS = {("GET", "/integrations"), ("GET", "/audit-log"), ("GET", "/limits")}

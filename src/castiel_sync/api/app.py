@@ -25,6 +25,8 @@ OPENAPI_TAGS = [
     {"name": "credentials", "description": "OAuth 2 (authorization code + PKCE) and API keys."},
     {"name": "limits", "description": "Sync limits (super admins)."},
     {"name": "audit", "description": "Who changed which configuration, and when."},
+    {"name": "webhooks", "description": "Provider webhooks in (verified, stored, enqueued)."},
+    {"name": "dead letters", "description": "Messages past their delivery limit, per tenant."},
 ]
 
 
@@ -108,6 +110,10 @@ def create_app(
     from castiel_sync.api.routes import ROUTERS
 
     for router in ROUTERS:
+        app.include_router(router)
+    from castiel_sync.api.routes import dead_letters, metrics, webhooks  # the runtime's routes
+
+    for router in (webhooks.router, dead_letters.router, metrics.router):
         app.include_router(router)
     return app
 

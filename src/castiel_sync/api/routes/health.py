@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -24,7 +25,7 @@ async def healthz() -> dict[str, str]:
     summary="The service can take work (store reachable)",
     responses={503: {"description": "A dependency is down", "content": {PROBLEM_JSON: {}}}},
 )
-async def readyz(ctx: ContextDep) -> Any:
+async def readyz(ctx: ContextDep, request: Request) -> Any:
     try:
         async with ctx.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -37,4 +38,19 @@ async def readyz(ctx: ContextDep) -> Any:
             instance="/readyz",
         )
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
-    return {"status": "ready", "checks": {"store": "ok"}}
+    # The bus (runtime): reachable when it answers a depth query in time.
+    from castiel_sync.api.routes.dead_letters import app_bus
+    from castiel_sync.bus import QUEUE_WEBHOOK
+
+    try:
+        await asyncio.wait_for((await app_bus(request)).depth(QUEUE_WEBHOOK), 5)
+    except Exception:  # any failure to reach the bus means not ready
+        body = problem_body(
+            status=503,
+            title="Service unavailable",
+            slug="not-ready",
+            detail="the message bus cannot be reached; check CASTIEL_BUS_URL",
+            instance="/readyz",
+        )
+        return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+    return {"status": "ready", "checks": {"store": "ok", "bus": "ok"}}

@@ -1,0 +1,173 @@
+"""``WebhookReceiver``: ``POST|GET /webhooks/{provider_id}/{integration_id}``.
+
+Verify, persist raw, enqueue, answer at once; nothing slow in the request path (no
+provider call). In order:
+
+1. the body is read whole, up to ``max_webhook_body_bytes`` (larger: 413);
+2. the integration is looked up by the URL (the URL is the only credential a provider
+   has, and integration ids are random UUIDs). An unknown integration, a provider that is
+   not the integration's, an integration with no webhook secret, or a provider with no
+   installed adapter are all the same **404**, so the URL space tells nothing;
+3. a provider handshake (Graph ``validationToken``, Zoom ``endpoint.url_validation``,
+   Dropbox ``challenge``, Asana ``X-Hook-Secret``) is answered by the adapter with the
+   integration's webhook secret from the vault; nothing is stored;
+4. the signature is verified over the exact bytes received: a bad one is **401** (only a
+   caller who already knows the endpoint's URL learns that it exists);
+5. the payload must parse (the adapter's ``parse_webhook``, local work only): else **400**;
+6. one transaction stores the raw delivery (``webhook_deliveries``) and publishes
+   ``WebhookReceived`` through the outbox; the answer is **202** (or the adapter's
+   ``webhook_delivery_response``, e.g. Salesforce's SOAP Ack).
+
+Every refusal is problem+json and stores and enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from castiel_sync.api.deps import ContextDep
+from castiel_sync.api.problems import BadRequest, NotFound, PayloadTooLarge, Problem
+from castiel_sync.bus import publish
+from castiel_sync.domain.events import webhook_received
+from castiel_sync.domain.tenancy import SystemScope
+from castiel_sync.sdk import WebhookRequest, WebhookResponse
+from castiel_sync.store.errors import NotFoundError
+from castiel_sync.store.repositories import IntegrationRepository
+from castiel_sync.store.tables import WebhookDeliveryRow
+
+log = logging.getLogger("castiel_sync.webhooks")
+
+router = APIRouter(tags=["webhooks"])
+
+ProviderPath = Annotated[str, Path(pattern=r"^[a-z0-9]+(?:_[a-z0-9]+)*$", max_length=64)]
+IntegrationPath = Annotated[str, Path(pattern=r"^[0-9a-zA-Z-]{1,36}$")]
+#: Headers never stored with a delivery (credentials of the caller, not the payload).
+_DROP_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+class InvalidSignature(Problem):
+    status, title, slug = 401, "Invalid webhook signature", "invalid-signature"
+
+
+def _no_endpoint() -> NotFound:
+    return NotFound("no webhook endpoint is configured at this URL")
+
+
+def _response(answer: WebhookResponse) -> Response:
+    return Response(
+        content=answer.body,
+        status_code=answer.status_code,
+        media_type=answer.media_type,
+        headers=answer.headers,
+    )
+
+
+_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "description": "No bearer token: the provider's signature authenticates the delivery. "
+    "Answers handshakes; 202 once the delivery is stored and enqueued.",
+    "responses": {
+        401: {"description": "Signature invalid"},
+        404: {"description": "No webhook endpoint at this URL"},
+        413: {"description": "Body too large"},
+    },
+}
+WEBHOOK_PATH = "/webhooks/{provider_id}/{integration_id}"
+
+
+@router.get(
+    WEBHOOK_PATH,
+    summary="A provider's handshake or delivery by GET",
+    operation_id="receive_webhook_get",
+    **_ROUTE,
+)
+@router.post(
+    WEBHOOK_PATH,
+    summary="Receive a provider's webhook (verified, stored raw, enqueued)",
+    operation_id="receive_webhook",
+    **_ROUTE,
+)
+async def receive_webhook(
+    ctx: ContextDep, request: Request, provider_id: ProviderPath, integration_id: IntegrationPath
+) -> Response:
+    limit = ctx.settings.max_webhook_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes; send less")
+
+    async with ctx.store.transaction() as session:
+        try:
+            row = await IntegrationRepository(
+                session, SystemScope("webhook receiver: the URL names the integration")
+            ).get(integration_id)
+        except NotFoundError:
+            raise _no_endpoint() from None
+        tenant_id, secret_name = row.tenant_id, row.webhook_secret_name
+        if row.provider_id != provider_id or not secret_name:
+            raise _no_endpoint()
+    try:
+        adapter_cls = (ctx.get_adapter or _sdk_get_adapter)(provider_id)
+        adapter = adapter_cls()
+        secret = await ctx.vault.get(secret_name)
+    except LookupError:  # no adapter installed, or the secret is gone
+        raise _no_endpoint() from None
+
+    wreq = WebhookRequest(
+        method=request.method,
+        url=str(request.url),
+        headers=httpx.Headers(request.headers.raw),
+        body=body,
+    )
+    handshake = adapter.handle_webhook_handshake(wreq, secret)
+    if handshake is not None:
+        return _response(handshake)
+    if not adapter.validate_webhook_signature(wreq, secret):
+        raise InvalidSignature("the webhook signature does not match this endpoint's secret")
+    try:
+        adapter.parse_webhook(wreq)
+    except Exception as exc:  # the adapter's parse errors vary; the detail stays in the log
+        log.info("malformed webhook for %s (%s)", provider_id, type(exc).__name__)
+        raise BadRequest(f"the {provider_id} webhook payload could not be parsed") from None
+    answer = adapter.webhook_delivery_response(wreq)
+
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in _DROP_HEADERS and secret not in v
+    }
+    async with ctx.store.transaction() as session:
+        delivery = WebhookDeliveryRow(
+            tenant_id=tenant_id,
+            integration_id=integration_id,
+            headers={"_method": request.method, "_url": str(request.url), **headers},
+            body=body,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            status="received",
+        )
+        session.add(delivery)
+        await session.flush()
+        publish(
+            session,
+            webhook_received(
+                tenant_id=tenant_id,
+                integration_id=integration_id,
+                provider=provider_id,
+                delivery_id=delivery.id,
+            ),
+        )
+    if answer is not None:
+        return _response(answer)
+    content: dict[str, Any] = {"status": "accepted", "deliveryId": delivery.id}
+    return JSONResponse(content, status_code=202)
+
+
+def _sdk_get_adapter(provider_id: str) -> type[Any]:
+    from castiel_sync.sdk import get_adapter
+
+    return get_adapter(provider_id)

@@ -1,0 +1,12 @@
+"""Injectable time: runtime components take ``clock: Callable[[], datetime]`` (UTC-aware)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)

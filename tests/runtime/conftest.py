@@ -1,0 +1,20 @@
+"""Runtime fixtures: the schema (shared tables plus the runtime's slots) and the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from runtime_support import seed_catalog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from castiel_sync.runtime.schema import clear_runtime_rows, ensure_schema
+
+
+@pytest.fixture
+async def rt_engine(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """``engine`` with the runtime's table and the provider catalog in place."""
+    await ensure_schema(engine)
+    await clear_runtime_rows(engine)
+    await seed_catalog(engine)
+    yield engine
