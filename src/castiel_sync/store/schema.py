@@ -16,6 +16,7 @@ from castiel_sync.store.base import Base
 TABLE_MODULES = [
     "castiel_sync.store.tables",
     "castiel_sync.bus.sql",
+    "castiel_sync.vault.local",
 ]
 
 
