@@ -7,12 +7,14 @@ import typer
 from castiel_sync.cli.db import app as db_app
 from castiel_sync.cli.serve import serve
 from castiel_sync.cli.token import token
+from castiel_sync.cli.vault import app as vault_app
 
 app = typer.Typer(
     name="castiel-sync",
     help="Bidirectional sync between Castiel and tenants' business systems.",
     no_args_is_help=True,
 )
+app.add_typer(vault_app, name="vault")
 app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(token)
