@@ -20,7 +20,7 @@ from castiel_sync.domain.tenancy import Scope
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
-DeadLetterId = Annotated[str, Path(min_length=1, max_length=128)]
+DeadLetterId = Annotated[str, Path(pattern=r"^[!-~]{1,128}$")]  # printable ASCII, no space
 
 
 async def app_bus(request: Request) -> Bus:
