@@ -183,6 +183,9 @@ class Harness:
                 stmt = stmt.where(OutboxRow.event_type == event_type)
             return list((await session.execute(stmt)).scalars().all())
 
+    async def count_outbox(self) -> int:
+        return len(await self.outbox())
+
     async def executions(self) -> list[SyncExecutionRow]:
         async with self.store.transaction() as session:
             stmt = select(SyncExecutionRow).order_by(
