@@ -119,6 +119,20 @@ def _properties_of(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k not in (ID_PROPERTY,)}
 
 
+class _Bucket(TokenBucket):
+    """``TokenBucket`` that tolerates float rounding: with a clock whose readings are
+    large, a wait of ``(1 - tokens) / rate`` can be too small to move it, and the SDK's
+    loop would then spin forever (reported to the SDK owner)."""
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            self._refill()
+            while self._tokens < 1.0 - 1e-9:
+                await self.clock.sleep(max((1.0 - self._tokens) / self.rate, 1e-3))
+                self._refill()
+            self._tokens = max(0.0, self._tokens - 1.0)
+
+
 class HubSpotAdapter(HttpAdapter):
     """HubSpot CRM: companies, contacts and deals, both ways."""
 
@@ -145,7 +159,9 @@ class HubSpotAdapter(HttpAdapter):
 
     async def connect(self, credentials: Any) -> None:
         await super().connect(credentials)
-        self._search_limiter = TokenBucket(self.search_rate_limit, self.clock)
+        if self.rate_limit is not None:
+            self._limiter = _Bucket(self.rate_limit, self.clock)
+        self._search_limiter = _Bucket(self.search_rate_limit, self.clock)
 
     # -- classification ----------------------------------------------------------------
 

@@ -253,11 +253,22 @@ class HubSpotEmulator(ProviderEmulator):
             out["archivedAt"] = iso(record.modified_at)
         return out
 
-    def _known(self, kind: str) -> set[str]:
-        names = set(_RESERVED) | set(OBJECT_TYPES[kind][2])
-        for record in self.store[kind].all(include_deleted=True):
-            names.update(record.data)
-        return names
+    def _is_property(self, kind: str, name: Any) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in _RESERVED or name in OBJECT_TYPES[kind][2]:
+            return True
+        return any(name in r.data for r in self.store[kind].all(include_deleted=True))
+
+    def _value(self, kind: str, record: StoredRecord, name: str) -> Any:
+        """One property's value; dates as epoch ms (how search compares them)."""
+        if name == OBJECT_TYPES[kind][0]:
+            return millis(record.modified_at)
+        if name == "createdate":
+            return millis(record.created_at)
+        if name == "hs_object_id":
+            return int(record.id)
+        return record.data.get(name)
 
     # -- endpoints ---------------------------------------------------------------------
 
@@ -339,7 +350,7 @@ class HubSpotEmulator(ProviderEmulator):
         groups = body.get("filterGroups") or []
         if not isinstance(groups, list) or len(groups) > MAX_GROUPS:
             raise _BadRequest(f"at most {MAX_GROUPS} filterGroups")
-        known = self._known(kind)
+        known = _Known(lambda name: self._is_property(kind, name))
         parsed: list[list[tuple[str, str, Any]]] = []
         total_filters = 0
         for group in groups:
@@ -355,9 +366,12 @@ class HubSpotEmulator(ProviderEmulator):
             raise _BadRequest("only one sort is allowed")
         wanted = body.get("properties") or None
         rows = self.store[kind].all()
-        props = {r.id: self.properties_of(kind, r) for r in rows}
         if parsed:
-            rows = [r for r in rows if any(all(_match(props[r.id], f) for f in g) for g in parsed)]
+            rows = [
+                r
+                for r in rows
+                if any(all(_match(self._value(kind, r, f[0]), f) for f in g) for g in parsed)
+            ]
         if sorts:
             sort = sorts[0] if isinstance(sorts[0], dict) else {"propertyName": sorts[0]}
             name = sort.get("propertyName")
@@ -365,7 +379,7 @@ class HubSpotEmulator(ProviderEmulator):
                 raise _BadRequest(f"There was a problem with the request: unknown property {name}")
             reverse = sort.get("direction", "ASCENDING") == "DESCENDING"
             rows.sort(key=lambda r: _tiebreak(r.id))
-            rows.sort(key=lambda r: _sort_key(props[r.id].get(name)), reverse=reverse)
+            rows.sort(key=lambda r: _sort_key(self._value(kind, r, name)), reverse=reverse)
         else:
             rows.sort(key=lambda r: int(r.id))
         visible = rows[:SEARCH_CAP]
@@ -378,7 +392,7 @@ class HubSpotEmulator(ProviderEmulator):
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return self._reply(out)
 
-    def _parse_filter(self, item: Any, known: set[str]) -> tuple[str, str, Any]:
+    def _parse_filter(self, item: Any, known: _Known) -> tuple[str, str, Any]:
         if not isinstance(item, dict):
             raise _BadRequest("a filter must be an object")
         name, op = item.get("propertyName"), item.get("operator", "EQ")
@@ -561,6 +575,8 @@ def _number(value: Any) -> float | None:
 
 def _as_comparable(value: Any) -> tuple[int, Any]:
     """Dates (ISO strings) compare as epoch ms, numbers as numbers, the rest as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 0, value
     if isinstance(value, str) and len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
         try:
             return 0, millis(datetime.fromisoformat(value.replace("Z", "+00:00")))
@@ -578,9 +594,18 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return _as_comparable(value)
 
 
-def _match(props: dict[str, Any], spec: tuple[str, str, Any]) -> bool:
-    name, op, operand = spec
-    value = props.get(name)
+class _Known:
+    """``name in known``: whether a property exists, asked lazily."""
+
+    def __init__(self, check: Callable[[Any], bool]) -> None:
+        self._check = check
+
+    def __contains__(self, name: object) -> bool:
+        return self._check(name)
+
+
+def _match(value: Any, spec: tuple[str, str, Any]) -> bool:
+    _, op, operand = spec
     present = value not in (None, "")
     if op == "HAS_PROPERTY":
         return present
