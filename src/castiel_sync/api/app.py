@@ -13,7 +13,11 @@ from fastapi import FastAPI
 
 from castiel_sync.api.auth import TokenVerifier
 from castiel_sync.api.context import AppContext
-from castiel_sync.api.problems import BodySizeLimitMiddleware, install_problem_handlers
+from castiel_sync.api.problems import (
+    BodySizeLimitMiddleware,
+    NulCharacterGuardMiddleware,
+    install_problem_handlers,
+)
 from castiel_sync.settings import Settings, get_settings
 
 log = logging.getLogger("castiel_sync.api")
@@ -105,6 +109,7 @@ def create_app(
     )
     install_problem_handlers(app)
     _install_store_handlers(app)
+    app.add_middleware(NulCharacterGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_webhook_body_bytes)
 
     from castiel_sync.api.routes import ROUTERS

@@ -1,7 +1,7 @@
 """RFC 9457 problem details: every error the API returns is ``application/problem+json``.
 
     Problem                  an error a person can act on (status, title, detail)
-    ├── BadRequest           400 the request cannot be understood as sent
+    ├── BadRequest           400 the request cannot be understood as sent (NUL characters too)
     ├── Unauthorized         401 no bearer token, or one we cannot accept
     ├── Forbidden            403 the caller's role may not do this
     ├── NotFound             404 no such object *for this caller* (another tenant's too)
@@ -265,6 +265,72 @@ class BodySizeLimitMiddleware:
         )
         response = JSONResponse(body, status_code=413, media_type=PROBLEM_JSON)
         await response(scope, _drain, send)
+
+
+class NulCharacterGuardMiddleware:
+    """Refuse NUL characters in the path, the query or a JSON body with 400.
+
+    PostgreSQL cannot store U+0000 in text or JSONB, so without this guard such input
+    would fail deep in the store as a 500. Webhook bodies are exempt: they are kept as raw
+    bytes and checked by their provider's rules.
+    """
+
+    def __init__(self, app: ASGIApp, exempt_prefix: str = "/webhooks/") -> None:
+        self.app = app
+        self.exempt_prefix = exempt_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        query = scope.get("query_string", b"")
+        if _has_nul(raw_path) or _has_nul(query) or "\x00" in scope.get("path", ""):
+            await self._refuse(scope, send, "the URL")
+            return
+        headers = dict(scope.get("headers", []))
+        is_json = b"json" in headers.get(b"content-type", b"")
+        if not is_json or scope.get("path", "").startswith(self.exempt_prefix):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if b"\\u0000" in body or b"\x00" in body:
+            await self._refuse(scope, send, "the JSON body")
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, where: str) -> None:
+        body = problem_body(
+            status=400,
+            title="Bad request",
+            slug="bad-request",
+            detail=f"{where} contains a NUL character (U+0000), which is not accepted; remove it",
+            instance=scope.get("path", ""),
+        )
+        response = JSONResponse(body, status_code=400, media_type=PROBLEM_JSON)
+        await response(scope, _drain, send)
+
+
+def _has_nul(raw: bytes) -> bool:
+    return b"\x00" in raw or b"%00" in raw.lower()
 
 
 class _TooLarge(StarletteHTTPException):
