@@ -10,8 +10,8 @@ and no caller uses or stores a stale token:
 
 1. in-process, callers of one connection queue on an ``asyncio.Lock``;
 2. across processes, the refresher takes the connection row's refresh lease
-   (``ConnectionRepository.try_lease``); a caller that finds the lease taken waits for the
-   holder's write (``credential_version`` moves) or for the lease to lapse;
+   (``refresh_lease_until``, taken only at the version it read); a caller that finds the
+   lease taken waits for the holder's write (``credential_version`` moves) or for the lease to lapse;
 3. every caller says which ``credential_version`` its token came from; once it holds the
    lock and the lease, a version that has moved means someone else refreshed: it reads
    the new token from the vault instead of calling the provider;
@@ -41,6 +41,7 @@ from urllib.parse import quote_plus
 
 import httpx
 import structlog
+from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.bus import publish
@@ -171,7 +172,7 @@ class TokenRefresher:
                     raise RefreshFailedError("the connection's last token refresh failed")
                 seen_version = row.credential_version
                 now = self.clock()
-                if await self._lease(connection_id, tenant_id, now):
+                if await self._lease(row, now):
                     return await self._refresh_leased(row)
                 # Another process holds the lease: wait for its write or for the lease
                 # to lapse, then look again.
@@ -186,11 +187,24 @@ class TokenRefresher:
             if row.credential_version != version or lapsed:
                 return
 
-    async def _lease(self, connection_id: str, tenant_id: str, now: datetime) -> bool:
+    async def _lease(self, row: IntegrationConnectionRow, now: datetime) -> bool:
+        """Take the row's refresh lease, only while it is still at the version we read
+        (``ConnectionRepository.try_lease`` plus that condition, in one statement): a
+        refresher that finished in between cleared the lease *and* moved the version, so
+        we must not refresh again with its freshly rotated token."""
+        _C = IntegrationConnectionRow.__table__
         async with self.store.transaction() as session:
-            return await ConnectionRepository(session, _scope(tenant_id)).try_lease(
-                connection_id, now=now, until=now + timedelta(seconds=self.lease_seconds)
+            result = await session.execute(
+                update(_C)
+                .where(
+                    _C.c.id == row.id,
+                    _C.c.tenant_id == row.tenant_id,
+                    _C.c.credential_version == row.credential_version,
+                    or_(_C.c.refresh_lease_until.is_(None), _C.c.refresh_lease_until <= now),
+                )
+                .values(refresh_lease_until=now + timedelta(seconds=self.lease_seconds))
             )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def _connection(self, connection_id: str, tenant_id: str) -> IntegrationConnectionRow:
         async with self.store.transaction() as session:
