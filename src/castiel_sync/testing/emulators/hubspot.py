@@ -132,6 +132,10 @@ class HubSpotEmulator(ProviderEmulator):
         # The app's client secret is what signs webhooks.
         return cls(oauth=oauth, webhook_secret=client_secret, **kwargs)
 
+    def issue_token(self, lifetime: float | None = 1800.0) -> str:
+        """Access tokens live 30 minutes (``expires_in`` 1800)."""
+        return super().issue_token(lifetime)
+
     def new_id(self) -> str:
         return str(next(self._ids))
 
