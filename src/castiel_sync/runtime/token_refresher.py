@@ -11,7 +11,8 @@ and no caller uses or stores a stale token:
 1. in-process, callers of one connection queue on an ``asyncio.Lock``;
 2. across processes, the refresher takes the connection row's refresh lease
    (``refresh_lease_until``, taken only at the version it read); a caller that finds the
-   lease taken waits for the holder's write (``credential_version`` moves) or for the lease to lapse;
+   lease taken waits for the holder's write (``credential_version`` moves) or for the
+   lease to lapse;
 3. every caller says which ``credential_version`` its token came from; once it holds the
    lock and the lease, a version that has moved means someone else refreshed: it reads
    the new token from the vault instead of calling the provider;
