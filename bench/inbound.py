@@ -114,42 +114,26 @@ def serve(port: int, records: int) -> None:
 
 
 def make_adapter_class() -> type:
-    import httpx
     import orjson
 
-    from castiel_sync.sdk import (
-        ConnectionTestResult,
-        Credentials,
-        ExternalRecord,
-        FetchOptions,
-        FetchResult,
-        IntegrationAdapter,
-    )
+    from castiel_sync.sdk import ExternalRecord, FetchOptions, FetchResult, HttpAdapter
 
-    def parse_time(value: str) -> datetime:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+    parse_time = datetime.fromisoformat
 
-    class BenchSalesforceAdapter(IntegrationAdapter):
+    class BenchSalesforceAdapter(HttpAdapter):
+        """Salesforce-style paging on the SDK's HTTP base (limiter, retries, errors)."""
+
         provider_id = "bench_salesforce"
-
-        async def connect(self, credentials: Credentials) -> None:
-            self.client = httpx.AsyncClient(base_url=credentials.instance_url or "")
-
-        async def disconnect(self) -> None:
-            await self.client.aclose()
-
-        async def test_connection(self) -> ConnectionTestResult:
-            return ConnectionTestResult(ok=True, message="ok")
+        default_rate_limit = None
 
         async def fetch_records(self, entity: str, options: FetchOptions) -> FetchResult:
             if options.cursor:
-                response = await self.client.get(options.cursor)
+                response = await self.request("GET", options.cursor)
             else:
                 params = {"q": "SELECT FIELDS(STANDARD) FROM " + entity}  # noqa: S608 - bench
                 if options.since is not None:
                     params["since"] = _stamp((options.since - EPOCH).total_seconds())
-                response = await self.client.get("/services/data/v62.0/query", params=params)
-            response.raise_for_status()
+                response = await self.request("GET", "/services/data/v62.0/query", params=params)
             body = orjson.loads(response.content)
             records = []
             for raw in body["records"]:
@@ -249,7 +233,7 @@ async def run_one(records: int, profile: bool) -> dict[str, Any]:
     adapter_class = make_adapter_class()
     sync = InboundSync(
         store,
-        StaticCredentialProvider(Credentials(instance_url=base)),
+        StaticCredentialProvider(Credentials(access_token="bench", instance_url=base)),  # noqa: S106
         adapter_factory=lambda _integration: adapter_class(),
     )
 
@@ -297,6 +281,7 @@ async def run_one(records: int, profile: bool) -> dict[str, Any]:
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(45)
+    await sync.aclose()
     server.terminate()
     await engine.dispose()
     return results

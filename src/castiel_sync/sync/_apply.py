@@ -11,12 +11,12 @@ write nothing.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castiel_sync.domain.config import ConflictMode, MatchRule
@@ -34,17 +34,17 @@ from castiel_sync.domain.merge import three_way_merge
 from castiel_sync.domain.paths import MISSING, Path, compile_path
 from castiel_sync.domain.tenancy import TenantScope
 from castiel_sync.sdk import ExternalRecord
-from castiel_sync.store.base import new_id
 from castiel_sync.store.repositories.conflicts import ConflictRepository
-from castiel_sync.store.repositories.shards import RelationshipRepository, ShardRepository
-from castiel_sync.store.tables import OutboxRow
+from castiel_sync.store.repositories.shards import (
+    OutboxWriter,
+    RelationshipRepository,
+    ShardRepository,
+)
 
 #: Most record errors kept on one execution (the counts stay exact).
 MAX_RECORD_ERRORS = 100
 #: Most merge-decision entries kept in a shard's history.
 MAX_HISTORY = 100
-
-_OUTBOX = OutboxRow.__table__
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,16 @@ class BatchResult:
     #: (modified_at, external_id) of the live records, for the high-water mark
     moments: list[tuple[datetime, str]] = field(default_factory=list)
     events: int = 0
+
+
+def new_id() -> str:
+    """A random (version 4) UUID string, built without ``uuid.UUID`` (3x faster; two per
+    created record on the hot path)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
 
 
 def _error(result: BatchResult, external_id: str, reason: str, **extra: Any) -> None:
@@ -151,7 +161,6 @@ class _Events:
     def _add(self, event_type: str, envelope: dict[str, Any], session_key: str | None) -> None:
         self.rows.append(
             {
-                "tenant_id": self.ctx.tenant_id,
                 "event_type": event_type,
                 "session_key": session_key,
                 "event": envelope,
@@ -162,7 +171,8 @@ class _Events:
 
     async def flush(self, session: AsyncSession) -> int:
         if self.rows:
-            await session.execute(insert(_OUTBOX), self.rows)
+            scope = TenantScope(self.ctx.tenant_id)  # type: ignore[arg-type]
+            await OutboxWriter(session, scope).publish_many(self.rows)
         count, self.rows = len(self.rows), []
         return count
 
@@ -175,7 +185,6 @@ async def publish_envelopes(
     if envelopes:
         rows = [
             {
-                "tenant_id": tenant_id,
                 "event_type": envelope["type"],
                 "session_key": key,
                 "event": envelope,
@@ -184,7 +193,7 @@ async def publish_envelopes(
             }
             for envelope, key in envelopes
         ]
-        await session.execute(insert(_OUTBOX), rows)
+        await OutboxWriter(session, TenantScope(tenant_id)).publish_many(rows)  # type: ignore[arg-type]
 
 
 def _overlay(paths: list[Path], target: dict[str, Any], data: dict[str, Any]) -> list[str]:

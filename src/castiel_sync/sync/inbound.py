@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import structlog
 
 from castiel_sync.domain.config import EntityMapping, IntegrationSettings
@@ -125,6 +126,7 @@ class InboundSync:
         self._plans: OrderedDict[tuple[str, int, str], MappingPlan] = OrderedDict()
         self._pages: OrderedDict[tuple[str, ...], FetchResult] = OrderedDict()
         self._page_cache_size = page_cache_size
+        self._transport: httpx.AsyncBaseTransport | None = None
 
     # -- public -----------------------------------------------------------------------
 
@@ -274,8 +276,23 @@ class InboundSync:
         configure = getattr(adapter, "configure", None)
         if refresher is not None and configure is not None:
             configure(token_refresher=refresher)
+        if configure is not None and getattr(adapter, "transport", False) is None:
+            # One connection pool per worker: a client per job would build a TLS context
+            # (tens of milliseconds) and a new connection every time.
+            configure(transport=self._shared_transport())
         await adapter.connect(credentials)
         return adapter
+
+    def _shared_transport(self) -> httpx.AsyncBaseTransport:
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(retries=0)
+        return self._transport
+
+    async def aclose(self) -> None:
+        """Close the worker's connection pool."""
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     async def _fan_out(self, job: SyncJob, settings: IntegrationSettings) -> JobOutcome:
         """``entity=None``: one job per enabled inbound entity, published together."""

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, or_
 
 from castiel_sync.store.repositories._base import ScopedRepository
-from castiel_sync.store.tables import ExternalRelationshipRow, ShardRow
+from castiel_sync.store.tables import ExternalRelationshipRow, OutboxRow, ShardRow
 
 R = ExternalRelationshipRow
 S = ShardRow
@@ -286,4 +286,22 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         )
 
 
-__all__ = ["RELATIONSHIP_STATE_COLUMNS", "RelationshipRepository", "ShardRepository"]
+class OutboxWriter(ScopedRepository[OutboxRow]):
+    """Bulk writes into the transactional outbox (``castiel_sync.bus.outbox.publish`` for
+    one event): the events commit with the changes that caused them."""
+
+    model = OutboxRow
+    object_type = "outbox event"
+
+    async def publish_many(self, rows: list[dict[str, Any]]) -> None:
+        """Rows ``event_type, session_key, event, created_at, relayed_at``; the tenant is
+        the scope's."""
+        await self._insert_many(rows)
+
+
+__all__ = [
+    "RELATIONSHIP_STATE_COLUMNS",
+    "OutboxWriter",
+    "RelationshipRepository",
+    "ShardRepository",
+]
