@@ -10,7 +10,6 @@ algorithm confusion are refused.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import time
@@ -24,6 +23,7 @@ import jwt
 
 from castiel_sync.api.problems import Unauthorized
 from castiel_sync.domain.tenancy import TenantId, UserId
+from castiel_sync.private_files import publish_private_file, read_private_file
 from castiel_sync.settings import Settings
 
 JWKS_CACHE_SECONDS = 300
@@ -63,18 +63,15 @@ def hs256_key(settings: Settings) -> str:
         return settings.jwt_secret.get_secret_value()
     path = Path(settings.data_dir) / "jwt.key"
     try:
-        return path.read_text().strip()
+        data, _ = read_private_file(path, f"JWT key file {path}", JwtKeyFileError)
     except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    return key
+        publish_private_file(path, (secrets.token_urlsafe(48) + "\n").encode())
+        data, _ = read_private_file(path, f"JWT key file {path}", JwtKeyFileError)
+    return data.decode().strip()
+
+
+class JwtKeyFileError(RuntimeError):
+    """The JWT key file cannot be used (wrong type or permissions)."""
 
 
 def mint_token(

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from castiel_sync.private_files import (
+    publish_private_file,
+    read_private_file,
+    replace_private_file,
+)
 from castiel_sync.vault.base import MasterKeyError
 
 KEY_BYTES = 32
@@ -174,62 +178,16 @@ class KeyFile(KeySource):
 
     def load(self) -> Keyring:
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            data, st = read_private_file(self.path, self.description, MasterKeyError)
         except FileNotFoundError:
-            self._create()
-            fd = os.open(self.path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise MasterKeyError(f"{self.description} is not a regular file")
-            if st.st_mode & 0o077:
-                raise MasterKeyError(
-                    f"{self.description} has mode {stat.S_IMODE(st.st_mode):04o}: group and "
-                    f"others must have no access to a master key; run: chmod 600 {self.path}"
-                )
-            data = f.read()
-            self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            publish_private_file(self.path, Keyring.of(generate_master_key()).dumps())
+            data, st = read_private_file(self.path, self.description, MasterKeyError)
+        self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
         return Keyring.loads(data, self.description)
 
-    def _create(self) -> None:
-        """A fresh keyring, published complete: written to a private temporary file, then
-        hard-linked into place, which fails (and we read the winner's) if another process
-        got there first."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self._write_temp(Keyring.of(generate_master_key()))
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-
     def save(self, ring: Keyring) -> None:
-        tmp = self._write_temp(ring)
-        try:
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_private_file(self.path, ring.dumps())
         self._seen = self._signature()
-
-    def _write_temp(self, ring: Keyring) -> Path:
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(ring.dumps())
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
