@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from email.utils import format_datetime
@@ -370,6 +371,18 @@ async def test_token_bucket_spaces_requests_on_the_clock() -> None:
         await bucket.acquire()
     # two free (the burst), then one every half second
     assert clock.sleeps == pytest.approx([0.5, 0.5, 0.5, 0.5])
+
+
+async def test_token_bucket_terminates_when_float_rounding_leaves_a_hair_short() -> None:
+    """At large clock readings, waiting exactly the deficit can leave the refill a hair
+    under one token; the bucket must still hand out the token instead of waiting forever."""
+    clock = FakeClock()
+    clock.advance(1700)  # a reading at which 1/7 s refills lose a few ulps
+    bucket = TokenBucket(RateLimit(requests_per_second=7, burst=1), clock)
+    for _ in range(50):
+        await asyncio.wait_for(bucket.acquire(), timeout=1)
+    assert len(clock.sleeps) == 49
+    assert all(s == pytest.approx(1 / 7, rel=1e-3) for s in clock.sleeps)
 
 
 async def test_adapter_uses_its_rate_limit() -> None:

@@ -191,9 +191,12 @@ class TokenBucket:
     async def acquire(self) -> None:
         async with self._lock:
             self._refill()
-            while self._tokens < 1.0:
+            if self._tokens < 1.0:
                 await self.clock.sleep((1.0 - self._tokens) / self.rate)
                 self._refill()
+                # The wait covered the deficit. With large clock readings, float rounding
+                # can leave the refill a hair short; waiting again would never end.
+                self._tokens = max(self._tokens, 1.0)
             self._tokens -= 1.0
 
 
