@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sync_support import ENTITY, OTHER_TENANT, make_harness
+from sync_support import CONTACT_MAPPINGS, ENTITY, OTHER_TENANT, make_harness, settings
 
 from castiel_sync.domain.events import SHARD_CREATED, SYNC_REQUESTED, CloudEvent
 from castiel_sync.store.errors import NotFoundError
@@ -144,3 +144,25 @@ async def test_another_tenants_integration_is_not_found(engine: AsyncEngine) -> 
     assert await h.count(ShardRow) == 0
     assert await h.executions() == []
     assert (await h.integration()).cursors == {}
+
+
+async def test_changed_mappings_are_applied_to_records_whose_time_did_not_change(
+    engine: AsyncEngine,
+) -> None:
+    """Equal provider modification times skip re-mapping only while the mappings are the
+    ones the last complete full run applied."""
+    h = await make_harness(engine)
+    h.seed(3)
+    sync = h.engine()
+    await sync.run_to_completion(h.job())
+    (again,) = await sync.run_to_completion(h.job())
+    assert again.counts["unchanged"] == 3
+
+    mappings = [*CONTACT_MAPPINGS[:2], {"external": "city", "castiel": "town"}]
+    await h.update_settings(settings(entityMappings=[
+        {"entity": ENTITY, "shardType": "c_contact", "fieldMappings": mappings}
+    ]))  # fmt: skip
+    (remapped,) = await sync.run_to_completion(h.job(sync_type="incremental"))
+    assert remapped.counts["updated"] == 3
+    shard = await h.shard_by_external("c00001")
+    assert shard.structured_data["town"] == "Oslo" and shard.version == 2

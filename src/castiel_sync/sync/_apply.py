@@ -61,6 +61,12 @@ class EntityContext:
     allowed: bool
     match_rules: tuple[MatchRule, ...] = ()
     delete_grace_seconds: int = 0
+    #: fingerprint of the entity's field mappings (see ``trust_modified_at``)
+    plan_key: str = ""
+    #: a record whose provider modification time equals the one last applied is
+    #: unchanged without mapping it again. Only true when the current mappings are the
+    #: ones the last complete full run applied to every record.
+    trust_modified_at: bool = False
 
     @property
     def actor(self) -> str:
@@ -263,10 +269,25 @@ async def apply_batch(
 
     mapped: dict[str, tuple[dict[str, Any], str]] = {}
     gone: list[str] = []
+    same_time: list[str] = []
+    trust = ctx.trust_modified_at
     for external_id, record in batch.items():
         if record.deleted:
             gone.append(external_id)
             continue
+        if trust and record.modified_at is not None:
+            rel = existing.get(external_id)
+            if (
+                rel is not None
+                and rel.external_modified_at == record.modified_at
+                and rel.sync_status != "deleted"
+                and rel.shard_deleted_at is None
+                and rel.deleted_upstream_at is None
+            ):
+                same_time.append(external_id)
+                counts["unchanged"] += 1
+                result.moments.append((record.modified_at, external_id))
+                continue
         try:
             outcome = plan.inbound(record.data)
             digest = fingerprint(outcome.data)
@@ -559,7 +580,7 @@ async def apply_batch(
     if conflict_rows:
         await ConflictRepository(session, scope).insert_many(conflict_rows)
     if seen_run_id is not None:
-        seen = [i for i in mapped if i in existing]
+        seen = [i for i in mapped if i in existing] + same_time
         await rels.mark_seen(ctx.integration_id, ctx.entity, seen, seen_run_id)
     if marked:
         await reap(session, ctx, now=now, events=events, result=result)

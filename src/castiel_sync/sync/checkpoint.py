@@ -54,6 +54,8 @@ class EntityCheckpoint(BaseModel):
     delta_token: str | None = None
     last_full_sync_at: datetime | None = None
     last_run_id: str | None = None
+    #: the field mappings' fingerprint the last complete full run applied to every record
+    plan_key: str | None = None
     run: RunState | None = None
 
     @classmethod

@@ -29,6 +29,7 @@ integration is created.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
@@ -41,6 +42,7 @@ import httpx
 import structlog
 
 from castiel_sync.domain.config import EntityMapping, IntegrationSettings
+from castiel_sync.domain.hashing import fingerprint
 from castiel_sync.domain.mapping import MappingPlan, compile_mappings
 from castiel_sync.domain.tenancy import TenantId, TenantScope
 from castiel_sync.sdk import (
@@ -264,6 +266,7 @@ class InboundSync:
                 rule for rule in settings.match_rules if rule.shard_type == mapping.shard_type
             ),
             delete_grace_seconds=settings.delete_grace_seconds,
+            plan_key=fingerprint([m.model_dump(mode="json") for m in mapping.field_mappings]),
         )
 
     async def _connect(self, integration: IntegrationRow) -> IntegrationAdapter:
@@ -465,6 +468,8 @@ class _Job:
                     error=f"interrupted; the run was continued by execution {self.execution_id}",
                 )  # fmt: skip
         self.run_state, self.seq = run, checkpoint.seq
+        trusted = checkpoint.plan_key is not None and checkpoint.plan_key == self.ctx.plan_key
+        self.ctx = dataclasses.replace(self.ctx, trust_modified_at=trusted)
         return None
 
     async def _pages(self, adapter: IntegrationAdapter) -> JobOutcome:
@@ -560,6 +565,7 @@ class _Job:
                     )  # fmt: skip
                     result.counts["deleted"] += swept
                     checkpoint.last_full_sync_at = now
+                    checkpoint.plan_key = ctx.plan_key
                 await reap(session, ctx, now=now)
                 if hwm is not None and (checkpoint.since is None or hwm >= checkpoint.since):
                     checkpoint.since, checkpoint.since_ids = hwm, hwm_ids

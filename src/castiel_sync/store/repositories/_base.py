@@ -20,7 +20,6 @@ from sqlalchemy import (
     ColumnElement,
     Delete,
     Select,
-    String,
     Update,
     bindparam,
     delete,
@@ -164,10 +163,13 @@ class ScopedRepository(Generic[RowT]):
         for row in rows:
             row["tenant_id"] = tenant
         table = (model or self.model).__table__
-        if self._session.bind.dialect.name == "sqlite":
-            stmt, rows = _sqlite_prepared(table, rows)
-            await self._session.execute(stmt, rows)
-            return
+        dialect = self._session.bind.dialect
+        if dialect.name == "sqlite":
+            prepared = _sqlite_prepared(table, rows, dialect)
+            if prepared is not None:
+                connection = await self._session.connection()
+                await connection.exec_driver_sql(*prepared)
+                return
         await self._session.execute(insert(table), rows)
 
     async def _update_many(
@@ -207,39 +209,56 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     return text if value.microsecond else text + ".000000"
 
 
-def _sqlite_prepared(table: Any, rows: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
-    """A bulk INSERT for SQLite whose JSON and UTC datetime values are converted here, once
-    per value with orjson and one format string, instead of through SQLAlchemy's per-value
-    type processors (the sync engine's hot path: thousands of rows a second). The stored
-    text is what the column types store and read back."""
-    converters: dict[str, Any] = {}
-    for name in rows[0]:
-        column_type = table.c[name].type
-        if isinstance(column_type, UTCDateTime):
-            converters[name] = _sqlite_datetime
-        elif isinstance(column_type, JSON):
-            converters[name] = _json_text
-    if not converters:
-        return insert(table), rows
-    stmt = insert(table).values(
-        {name: bindparam(name, type_=String()) for name in converters}
-        | {name: bindparam(name) for name in rows[0] if name not in converters}
-    )
-    out = []
-    seen: dict[int, Any] = {}  # a batch's rows mostly share values (one "now")
-    for row in rows:
-        prepared = dict(row)
-        for name, convert in converters.items():
-            value = row[name]
-            if isinstance(value, datetime):
-                key = id(value)
-                if key not in seen:
-                    seen[key] = (value, convert(value))
-                prepared[name] = seen[key][1]
+def _sqlite_prepared(
+    table: Any, rows: list[dict[str, Any]], dialect: Any
+) -> tuple[str, list[tuple[Any, ...]]] | None:
+    """The SQL and positional parameters of a bulk INSERT on SQLite, with JSON and UTC
+    datetime values converted here (orjson; one ISO format), once per value, instead of
+    through SQLAlchemy's per-row parameter building and type processors: the sync engine's
+    hot path writes thousands of rows a second. The stored text is exactly what the column
+    types store and read back. None (use the ordinary path) when a column has another
+    bind processor."""
+    names = tuple(rows[0])
+    key = (table.name, names)
+    cached = _SQLITE_INSERTS.get(key)
+    if cached is None:
+        converters: list[Any] = []
+        for name in names:
+            column_type = table.c[name].type
+            if isinstance(column_type, UTCDateTime):
+                converters.append(_sqlite_datetime)
+            elif isinstance(column_type, JSON):
+                converters.append(_json_text)
+            elif column_type.bind_processor(dialect) is None:
+                converters.append(None)
             else:
-                prepared[name] = convert(value)
-        out.append(prepared)
-    return stmt, out
+                return None
+        stmt = insert(table).values({name: bindparam(name) for name in names})
+        compiled = stmt.compile(dialect=dialect)
+        order = [names.index(name) for name in compiled.positiontup or ()]
+        cached = (str(compiled), order, converters)
+        _SQLITE_INSERTS[key] = cached
+    sql, order, converters = cached
+    seen: dict[int, str | None] = {}  # a batch's rows mostly share one "now"
+    params = []
+    for row in rows:
+        values = [row[name] for name in names]
+        for index, convert in enumerate(converters):
+            if convert is None:
+                continue
+            value = values[index]
+            if convert is _sqlite_datetime and value is not None:
+                key_id = id(value)
+                if key_id not in seen:
+                    seen[key_id] = convert(value)
+                values[index] = seen[key_id]
+            else:
+                values[index] = convert(value)
+        params.append(tuple(values[i] for i in order))
+    return sql, params
+
+
+_SQLITE_INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
 def _json_text(value: Any) -> str:
