@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 
 from castiel_sync.cli.db import app as db_app
-from castiel_sync.cli.serve import serve
+from castiel_sync.cli.deadletters import app as deadletters_app
+from castiel_sync.cli.scheduler import scheduler
+from castiel_sync.cli.serve import api, serve
 from castiel_sync.cli.token import token
 from castiel_sync.cli.vault import app as vault_app
+from castiel_sync.cli.worker import worker
 
 app = typer.Typer(
     name="castiel-sync",
@@ -17,6 +20,10 @@ app = typer.Typer(
 app.add_typer(vault_app, name="vault")
 app.add_typer(db_app, name="db")
 app.command()(serve)
+app.command()(api)
+app.command()(worker)
+app.command()(scheduler)
+app.add_typer(deadletters_app, name="deadletters")
 app.command()(token)
 
 

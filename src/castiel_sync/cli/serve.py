@@ -12,8 +12,9 @@ from castiel_sync.settings import get_settings
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings.port).")] = None,
+    api_only: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
-    """Run the API (and, as they land, the workers and scheduler) in one process."""
+    """Run everything in one process: API, workers, scheduler, token refresher."""
     import uvicorn
 
     from castiel_sync.api.app import create_app
@@ -38,10 +39,22 @@ def serve(
         # uvicorn's own handlers would bypass the redaction (its access log holds the OAuth
         # callback's ?code=): log_config=None keeps it on ours.
         configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=log_config,
-    )
+    if log_config is not None:  # pragma: no cover - without the redacting setup
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        return
+    # The runtime (castiel_sync.runtime.process): API, outbox relay, scheduler, token
+    # refresher and workers as asyncio tasks; SIGTERM drains.
+    import asyncio
+
+    from castiel_sync.runtime.process import Plan, run, serve_plan
+
+    plan = serve_plan() if not api_only else Plan(api=True)
+    asyncio.run(run(settings, plan))
+
+
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings.port).")] = None,
+) -> None:
+    """Run only the HTTP API (webhooks in, management, dead letters, health, metrics)."""
+    serve(host=host, port=port, api_only=True)

@@ -1,0 +1,125 @@
+"""Worker processes: SIGKILL while holding a message loses nothing and the effect happens
+once; SIGTERM drains and exits cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from castiel_sync.bus import QUEUE_WEBHOOK, Router
+from castiel_sync.bus.base import Bus
+from castiel_sync.domain.events import webhook_received
+from castiel_sync.store import migrate
+from castiel_sync.store.base import create_engine
+
+HERE = Path(__file__).parent
+N = 6
+
+
+@pytest.fixture(params=["embedded"])  # RabbitMQ: not yet (see the runtime report)
+def bus_url(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _worker(env: dict[str, str], mode: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("castiel-sync")),
+        "worker",
+        "--queues",
+        QUEUE_WEBHOOK,
+        "--handlers",
+        "runtime_crash_handlers:registry",
+        "--concurrency",
+        "1" if mode == "hold" else "4",
+        "--lease-seconds",
+        "2",
+        "--drain-timeout",
+        "10",
+        env={**env, "CASTIEL_TEST_MODE": mode},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _until(predicate, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_sigkilled_worker_process_loses_nothing_and_effects_happen_once(
+    tmp_path: Path, bus_url: str
+) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'castiel.db'}"
+    await migrate.upgrade(db_url)
+    effects = tmp_path / "effects.db"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "CASTIEL_DATABASE_URL": db_url,
+        "CASTIEL_DATA_DIR": str(tmp_path / "data"),
+        "CASTIEL_BUS_URL": bus_url,
+        "CASTIEL_TEST_EFFECTS": str(effects),
+        "CASTIEL_MASTER_KEY": "",
+    }
+    env.pop("CASTIEL_MASTER_KEY")
+    engine = create_engine(db_url)
+    from castiel_sync.bus import open_bus
+    from castiel_sync.settings import Settings
+
+    bus: Bus = open_bus(Settings(database_url=db_url, bus_url=bus_url), engine)
+    await bus.start()
+    try:
+        if bus_url != "embedded":  # a clean slate on the shared broker
+            while leases := await bus.receive([QUEUE_WEBHOOK], lease_seconds=5, max_messages=50):
+                await bus.ack_many(leases)
+        router = Router(bus)
+        sent = set()
+        for n in range(N):
+            event = webhook_received(
+                tenant_id="ta", integration_id="i1", provider="salesforce", delivery_id=f"d{n}"
+            )
+            sent.add(await router.dispatch(event.type, event.to_dict()))
+
+        holder = await _worker(env, "hold")
+        holding = Path(str(effects) + ".holding")
+        await _until(holding.exists)
+        held = holding.read_text().split()  # noqa: ASYNC240 - a tiny local file
+        assert len(held) == 1 and held[0] in sent
+        holder.send_signal(signal.SIGKILL)
+        await holder.wait()
+
+        worker = await _worker(env, "process")
+
+        def effects_count() -> int:
+            if not effects.exists():
+                return 0
+            db = sqlite3.connect(effects, timeout=30)
+            try:
+                return int(db.execute("SELECT count(*) FROM effects").fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0
+            finally:
+                db.close()
+
+        await _until(lambda: effects_count() == N)
+        worker.send_signal(signal.SIGTERM)  # drains and exits cleanly
+        out, _ = await asyncio.wait_for(worker.communicate(), 60)
+        assert worker.returncode == 0, out.decode()[-2000:]
+
+        db = sqlite3.connect(effects)
+        assert {r[0] for r in db.execute("SELECT event_id FROM effects")} == sent
+        deliveries = dict(db.execute("SELECT event_id, max(n) FROM deliveries GROUP BY event_id"))
+        assert deliveries[held[0]] >= 2  # it came back after the dead worker's lease
+        assert await bus.depth(QUEUE_WEBHOOK) == 0
+    finally:
+        await bus.close()
+        await engine.dispose()
