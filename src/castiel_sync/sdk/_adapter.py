@@ -44,6 +44,12 @@ class IntegrationAdapter(ABC):
         """One record by id (webhook payloads that carry only an id). None when gone."""
         raise NotSupportedError(f"{self.provider_id} cannot fetch a single {entity}")
 
+    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
+        """A record whose fields equal every value in ``match`` (external field names), or
+        None. The write-back worker asks before creating again after an ambiguous failure
+        (a create sent but not answered), so the provider never gets a duplicate."""
+        raise NotSupportedError(f"{self.provider_id} cannot look {entity} records up")
+
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         raise NotSupportedError(f"{self.provider_id} does not support creating {entity}")
 

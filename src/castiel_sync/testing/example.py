@@ -197,6 +197,11 @@ class ExampleCrmAdapter(HttpAdapter):
         except NotFoundError:
             return None
 
+    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
+        params = {"limit": 1, **{f"where.{field}": str(value) for field, value in match.items()}}
+        rows = (await self.request_json("GET", f"/api/v1/{entity}", params=params))["data"]
+        return self._record(rows[0]) if rows else None
+
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         body = await self.request_json("POST", f"/api/v1/{entity}", json=data)
         return str(body["id"])

@@ -58,6 +58,7 @@ from castiel_sync.sdk import (
     ExternalRecord,
     FetchOptions,
     FetchResult,
+    FilterCondition,
     HttpAdapter,
     NextUrlPaginator,
     NotFoundError,
@@ -347,6 +348,13 @@ class Dynamics365Adapter(HttpAdapter):
         return self._record(spec, body)
 
     # -- writes ------------------------------------------------------------------------
+
+    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
+        """The first record whose fields equal ``match``, through the same filtered fetch
+        as the pull filters (so field names and literals are validated and escaped)."""
+        filters = [FilterCondition(field=k, op="eq", value=v) for k, v in match.items()]
+        page = await self.fetch_records(entity, FetchOptions(filters=filters, limit=1))
+        return page.records[0] if page.records else None
 
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         spec = self._writable(entity)

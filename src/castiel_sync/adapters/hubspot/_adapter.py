@@ -56,6 +56,7 @@ from castiel_sync.sdk import (
     ExternalRecord,
     FetchOptions,
     FetchResult,
+    FilterCondition,
     HttpAdapter,
     NotFoundError,
     NotSupportedError,
@@ -119,20 +120,6 @@ def _properties_of(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k not in (ID_PROPERTY,)}
 
 
-class _Bucket(TokenBucket):
-    """``TokenBucket`` that tolerates float rounding: with a clock whose readings are
-    large, a wait of ``(1 - tokens) / rate`` can be too small to move it, and the SDK's
-    loop would then spin forever (reported to the SDK owner)."""
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            self._refill()
-            while self._tokens < 1.0 - 1e-9:
-                await self.clock.sleep(max((1.0 - self._tokens) / self.rate, 1e-3))
-                self._refill()
-            self._tokens = max(0.0, self._tokens - 1.0)
-
-
 class HubSpotAdapter(HttpAdapter):
     """HubSpot CRM: companies, contacts and deals, both ways."""
 
@@ -160,8 +147,8 @@ class HubSpotAdapter(HttpAdapter):
     async def connect(self, credentials: Any) -> None:
         await super().connect(credentials)
         if self.rate_limit is not None:
-            self._limiter = _Bucket(self.rate_limit, self.clock)
-        self._search_limiter = _Bucket(self.search_rate_limit, self.clock)
+            self._limiter = TokenBucket(self.rate_limit, self.clock)
+        self._search_limiter = TokenBucket(self.search_rate_limit, self.clock)
 
     # -- classification ----------------------------------------------------------------
 
@@ -392,6 +379,13 @@ class HubSpotAdapter(HttpAdapter):
     def _writable(self, spec: EntitySpec) -> None:
         if not spec.bidirectional:
             raise NotSupportedError(f"HubSpot {spec.name} are synced inbound only")
+
+    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
+        """The first record whose fields equal ``match``, through the same filtered fetch
+        as the pull filters (so field names and literals are validated and escaped)."""
+        filters = [FilterCondition(field=k, op="eq", value=v) for k, v in match.items()]
+        page = await self.fetch_records(entity, FetchOptions(filters=filters, limit=1))
+        return page.records[0] if page.records else None
 
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         spec = entity_spec(entity)
