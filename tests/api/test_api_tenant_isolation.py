@@ -15,6 +15,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/integrations/{integration_id}"): {"syncEnabled": True, "name": "taken"},
     ("POST", "/integrations/{integration_id}/oauth/authorize"): {"scope": "tenant"},
     ("PUT", "/integrations/{integration_id}/credentials/api-key"): {"apiKey": "b-key"},
+    ("POST", "/integrations/{integration_id}/sync"): {"syncType": "full"},
 }
 
 # Endpoints that take no tenant object, and why they are not walked with A's id.
@@ -40,9 +41,21 @@ NOT_TENANT_OBJECTS = {
     ("GET", "/dead-letters/{dead_letter_id}"): "test_runtime_dead_letters",
     ("POST", "/dead-letters/{dead_letter_id}/replay"): "test_runtime_dead_letters",
     ("DELETE", "/dead-letters/{dead_letter_id}"): "test_runtime_dead_letters",
+    # Shards, conflicts and executions: walked with A's ids in test_writeback_api.
+    ("GET", "/shards/{shard_id}"): "test_writeback_api",
+    ("PATCH", "/shards/{shard_id}"): "test_writeback_api",
+    ("GET", "/shards/{shard_id}/relationships"): "test_writeback_api",
+    ("POST", "/conflicts/{conflict_id}/resolve"): "test_writeback_api",
+    ("GET", "/executions/{execution_id}"): "test_writeback_api",
 }
 # Endpoints that list the caller's tenant: B must see none of A's data.
-TENANT_LISTS = {("GET", "/integrations"), ("GET", "/audit-log"), ("GET", "/limits")}
+TENANT_LISTS = {
+    ("GET", "/integrations"),
+    ("GET", "/audit-log"),
+    ("GET", "/limits"),
+    ("GET", "/shards"),
+    ("GET", "/conflicts"),
+}
 
 
 async def test_tenant_b_cannot_reach_tenant_a(api: Api) -> None:

@@ -1,6 +1,17 @@
 """One module per resource; :data:`ROUTERS` is what the app mounts."""
 
-from castiel_sync.api.routes import audit, credentials, health, integrations, limits, providers
+from castiel_sync.api.routes import (
+    audit,
+    conflicts,
+    credentials,
+    executions,
+    health,
+    integrations,
+    limits,
+    providers,
+    shards,
+    sync,
+)
 
 ROUTERS = [
     health.router,
@@ -9,6 +20,10 @@ ROUTERS = [
     credentials.router,
     limits.router,
     audit.router,
+    shards.router,
+    conflicts.router,
+    executions.router,
+    sync.router,
 ]
 
 __all__ = ["ROUTERS"]
