@@ -58,6 +58,22 @@ def default_registry() -> HandlerRegistry:
     return registry
 
 
+def _engine_or_placeholders(engine: Any, settings: Settings) -> HandlerRegistry:
+    """The sync engine's handlers (:mod:`castiel_sync.runtime.engine`), or the
+    placeholders when the engine is not installed."""
+    try:
+        from castiel_sync.runtime.engine import engine_registry
+    except ImportError:
+        return placeholder_registry()
+    from castiel_sync.catalog import load_catalog
+    from castiel_sync.vault import open_vault
+
+    try:
+        return engine_registry(engine, open_vault(settings, engine), load_catalog(), settings)
+    except ImportError:
+        return placeholder_registry()
+
+
 def load_registry(spec: str | None) -> HandlerRegistry:
     if not spec:
         return default_registry()
@@ -165,7 +181,11 @@ async def run(
     await ensure_schema(engine)
     bus = open_bus(settings, engine)
     await bus.start()
-    registry = load_registry(plan.handlers) if plan.worker_queues else None
+    registry: HandlerRegistry | None = None
+    if plan.worker_queues:
+        registry = load_registry(plan.handlers) if plan.handlers else None
+        if registry is None:
+            registry = _engine_or_placeholders(engine, settings)
     tasks: list[asyncio.Task[None]] = []
     try:
         if plan.relay:
