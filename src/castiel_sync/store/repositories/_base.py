@@ -239,22 +239,24 @@ def _sqlite_prepared(
         cached = (str(compiled), order, converters)
         _SQLITE_INSERTS[key] = cached
     sql, order, converters = cached
+    dates = [i for i, c in enumerate(converters) if c is _sqlite_datetime]
+    others = [(i, c) for i, c in enumerate(converters) if c is not None and i not in dates]
+    identity = order == list(range(len(names)))
     seen: dict[int, str | None] = {}  # a batch's rows mostly share one "now"
     params = []
     for row in rows:
         values = [row[name] for name in names]
-        for index, convert in enumerate(converters):
-            if convert is None:
-                continue
+        for index in dates:
             value = values[index]
-            if convert is _sqlite_datetime and value is not None:
+            if value is not None:
                 key_id = id(value)
-                if key_id not in seen:
-                    seen[key_id] = convert(value)
-                values[index] = seen[key_id]
-            else:
-                values[index] = convert(value)
-        params.append(tuple(values[i] for i in order))
+                text = seen.get(key_id)
+                if text is None:
+                    text = seen[key_id] = _sqlite_datetime(value)
+                values[index] = text
+        for index, convert in others:
+            values[index] = convert(values[index])
+        params.append(tuple(values) if identity else tuple([values[i] for i in order]))
     return sql, params
 
 
