@@ -8,13 +8,12 @@ import pytest
 from runtime_support import seed_catalog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from castiel_sync.runtime.schema import clear_runtime_rows, ensure_schema
+from castiel_sync.runtime.schema import clear_runtime_rows
 
 
 @pytest.fixture
 async def rt_engine(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """``engine`` with the runtime's table and the provider catalog in place."""
-    await ensure_schema(engine)
+    """``engine`` with no slots held and the provider catalog in place."""
     await clear_runtime_rows(engine)
     await seed_catalog(engine)
     yield engine

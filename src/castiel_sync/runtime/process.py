@@ -33,7 +33,6 @@ from typing import Any
 import structlog
 
 from castiel_sync.bus import WORK_QUEUES, OutboxRelay, Router, open_bus
-from castiel_sync.runtime.schema import ensure_schema
 from castiel_sync.runtime.workers import (
     INBOUND_QUEUES,
     OUTBOUND_QUEUES,
@@ -178,7 +177,6 @@ async def run(
 
         await migrate.upgrade(url)
     engine = create_engine(url)
-    await ensure_schema(engine)
     bus = open_bus(settings, engine)
     await bus.start()
     registry: HandlerRegistry | None = None

@@ -17,6 +17,7 @@ TABLE_MODULES = [
     "castiel_sync.store.tables",
     "castiel_sync.bus.sql",
     "castiel_sync.vault.local",
+    "castiel_sync.runtime.schema",
 ]
 
 
