@@ -1,32 +1,60 @@
 """Bus benchmark: publish -> route -> consume -> ack, on each backend.
 
-    .venv/bin/python bench/bus.py [--backend sqlite|rabbitmq|postgres|all] [--messages 5000]
+    .venv/bin/python bench/bus.py [--backend sqlite|postgres|rabbitmq|all] [--repeat 3]
 
-Prints, per backend: throughput (messages/s, a publisher sending routed CloudEvents in
-batches while one consumer leases and acks in batches) and the latency from publish to
-handler at a fixed offered rate (default 500 messages/s, one send per message).
-Targets on a 2-core machine: >= 2,000 msg/s embedded, >= 3,000 msg/s RabbitMQ, p99 < 50 ms.
+Scenarios (every figure is the median of ``--repeat`` runs):
+
+``pipeline`` (the production path, as ``castiel-sync serve`` runs it): producers commit
+    WebhookReceived CloudEvents to the transactional outbox (``publish`` in a store
+    transaction, ``--txn-events`` per transaction); an :class:`OutboxRelay` moves them
+    through the :class:`Router` onto the bus; a worker-style consumer (as
+    ``runtime.workers.Worker``: ``receive`` up to its free slots, one task per message
+    calling the handler, then ``ack`` of that lease) consumes ``sync-inbound-webhook``.
+    Throughput = messages / (first commit -> last ack).
+``latency``: the same path at a fixed offered rate (``--rate``, one event per outbox
+    transaction, as the webhook receiver does); latency = handler start - just before the
+    producing transaction began.
+``micro-batch``: ``Router.outgoing`` + ``bus.send_many`` in batches of ``--batch``, while a
+    consumer leases up to 200 at a time and ``ack_many``s them (no outbox, no handler tasks).
+``micro-single``: ``Router.dispatch`` (one ``send`` per message, awaited in turn) with the
+    worker-style consumer running at the same time.
+
+Each backend runs in a fresh store (a temporary SQLite file; ``postgres`` creates and drops
+a temporary database on ``CASTIEL_BENCH_PG_ADMIN_URL``), RabbitMQ in a random namespace
+whose queues and exchanges are deleted afterwards (its store, for the outbox and the dedup
+window, is a temporary SQLite file). Every scenario has a message count and a time bound
+(``--timeout``): a scenario that runs out of time is reported as such, with what it did.
+Targets on a 2-core machine: >= 2,000 msg/s embedded, >= 3,000 msg/s RabbitMQ,
+p99 < 50 ms at 500 msg/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from castiel_sync.bus import QUEUE_WEBHOOK, Bus, Router
-from castiel_sync.store.base import create_engine
+from sqlalchemy import text
+
+from castiel_sync.bus import QUEUE_WEBHOOK, Bus, Lease, OutboxRelay, Router, publish
+from castiel_sync.store.base import create_engine, session_factory
 from castiel_sync.store.schema import create_all
 
 EVENT = "Castiel.Integration.WebhookReceived"
 AMQP = os.environ.get("CASTIEL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-PG = os.environ.get("CASTIEL_BENCH_PG_URL", "")
+PG_ADMIN = os.environ.get(
+    "CASTIEL_BENCH_PG_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def envelope(i: int) -> dict[str, Any]:
@@ -36,61 +64,215 @@ def envelope(i: int) -> dict[str, Any]:
         "source": "/bench",
         "type": EVENT,
         "time": "2024-01-01T00:00:00Z",
-        "data": {"tenantId": "bench", "integrationId": f"int-{i % 16}", "t": time.time()},
+        "datacontenttype": "application/json",
+        "data": {
+            "tenantId": "bench",
+            "integrationId": f"int-{i % 16}",
+            "provider": "hubspot",
+            "payload": {"objectId": i, "propertyName": "email", "value": f"u{i}@example.com"},
+            "t": time.time(),
+        },
     }
 
 
-async def consume(bus: Bus, expected: int, latencies: list[float] | None = None) -> None:
-    done = 0
-    while done < expected:
-        leases = await bus.receive(
-            [QUEUE_WEBHOOK], lease_seconds=60, max_messages=200, wait_seconds=1
-        )
-        now = time.time()
-        if latencies is not None:
-            for lease in leases:
-                body = lease.message.body
-                assert isinstance(body, dict)
-                latencies.append(now - body["data"]["t"])
-        await bus.ack_many(leases)
-        done += len(leases)
+@dataclass
+class Result:
+    messages: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    timed_out: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: int) -> float:
+        if len(self.latencies) < 2:
+            return float("nan")
+        return statistics.quantiles(self.latencies, n=100)[q - 1] * 1000
 
 
-async def throughput(bus: Bus, n: int, batch: int) -> float:
-    router = Router(bus)
-    start = time.perf_counter()
+class Consumer:
+    """A worker-style loop: receive up to the free slots, a task per message, ack each."""
 
-    async def produce() -> None:
-        for i in range(0, n, batch):
-            await bus.send_many(
-                [router.outgoing(EVENT, envelope(j)) for j in range(i, min(n, i + batch))]
+    def __init__(self, bus: Bus, expected: int, concurrency: int, latencies: list[float]):
+        self.bus, self.expected, self.concurrency = bus, expected, concurrency
+        self.latencies = latencies
+        self.done = 0
+        self.finished = asyncio.Event()
+        self.inflight: set[asyncio.Task[None]] = set()
+
+    async def handler(self, lease: Lease) -> None:
+        body = lease.message.body
+        assert isinstance(body, dict)
+        self.latencies.append(time.time() - body["data"]["t"])
+
+    async def process(self, lease: Lease) -> None:
+        await self.handler(lease)
+        if await self.bus.ack(lease):
+            self.done += 1
+            if self.done >= self.expected:
+                self.finished.set()
+
+    async def run(self) -> None:
+        while not self.finished.is_set():
+            free = self.concurrency - len(self.inflight)
+            if free <= 0:
+                await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            leases = await self.bus.receive(
+                [QUEUE_WEBHOOK], lease_seconds=60, max_messages=free, wait_seconds=0.5
             )
+            for lease in leases:
+                task = asyncio.create_task(self.process(lease))
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
+        await asyncio.gather(*self.inflight)
 
-    await asyncio.gather(produce(), consume(bus, n))
-    return n / (time.perf_counter() - start)
+
+async def _bounded(result: Result, bound: float, *aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), bound)
+    except TimeoutError:
+        result.timed_out = True
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def latency(bus: Bus, rate: float, seconds: float) -> tuple[float, float]:
-    router = Router(bus)
+@contextlib.asynccontextmanager
+async def running_relay(engine: Any, bus: Bus) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(engine, Router(bus)).run_forever(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def pipeline(
+    ctx: Context, n: int, txn_events: int, producers: int, concurrency: int, bound: float
+) -> Result:
+    """Outbox -> relay -> router -> bus -> worker-style consumer (handler, ack)."""
+    result = Result()
+    consumer = Consumer(ctx.bus, n, concurrency, result.latencies)
+    factory = session_factory(ctx.engine)
+    per_producer = n // producers
+
+    async def produce(p: int) -> None:
+        for i in range(0, per_producer, txn_events):
+            async with factory.begin() as session:
+                for j in range(i, min(per_producer, i + txn_events)):
+                    publish(session, envelope(p * per_producer + j))
+
+    async with running_relay(ctx.engine, ctx.bus):
+        start = time.perf_counter()
+        await _bounded(result, bound, consumer.run(), *(produce(p) for p in range(producers)))
+        result.seconds = time.perf_counter() - start
+    result.messages = consumer.done
+    return result
+
+
+async def latency(ctx: Context, rate: float, seconds: float, concurrency: int) -> Result:
+    """The pipeline at a fixed offered rate, one event per outbox transaction."""
     n = int(rate * seconds)
-    latencies: list[float] = []
+    result = Result()
+    consumer = Consumer(ctx.bus, n, concurrency, result.latencies)
+    factory = session_factory(ctx.engine)
+
+    async def one(i: int) -> None:
+        async with factory.begin() as session:
+            publish(session, envelope(i))
 
     async def produce() -> None:
         start = time.perf_counter()
+        pending = set()
         for i in range(n):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            # Requests arrive independently: a slow commit does not hold back the next.
+            task = asyncio.create_task(one(i))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+
+    async with running_relay(ctx.engine, ctx.bus):
+        start = time.perf_counter()
+        await _bounded(result, seconds * 4 + 10, consumer.run(), produce())
+        result.seconds = time.perf_counter() - start
+    result.messages = consumer.done
+    return result
+
+
+async def micro_batch(ctx: Context, n: int, batch: int, bound: float) -> Result:
+    result = Result()
+    router = Router(ctx.bus)
+    done = 0
+
+    async def produce() -> None:
+        for i in range(0, n, batch):
+            await ctx.bus.send_many(
+                [router.outgoing(EVENT, envelope(j)) for j in range(i, min(n, i + batch))]
+            )
+
+    async def consume() -> None:
+        nonlocal done
+        while done < n:
+            leases = await ctx.bus.receive(
+                [QUEUE_WEBHOOK], lease_seconds=60, max_messages=200, wait_seconds=0.5
+            )
+            now = time.time()
+            for lease in leases:
+                body = lease.message.body
+                assert isinstance(body, dict)
+                result.latencies.append(now - body["data"]["t"])
+            done += await ctx.bus.ack_many(leases)
+
+    start = time.perf_counter()
+    await _bounded(result, bound, produce(), consume())
+    result.seconds = time.perf_counter() - start
+    result.messages = done
+    return result
+
+
+async def micro_single(ctx: Context, n: int, concurrency: int, bound: float) -> Result:
+    result = Result()
+    router = Router(ctx.bus)
+    consumer = Consumer(ctx.bus, n, concurrency, result.latencies)
+
+    async def produce() -> None:
+        for i in range(n):
             await router.dispatch(EVENT, envelope(i))
 
-    await asyncio.gather(produce(), consume(bus, n, latencies))
-    q = statistics.quantiles(latencies, n=100)
-    return q[49] * 1000, q[98] * 1000
+    start = time.perf_counter()
+    await _bounded(result, bound, produce(), consumer.run())
+    result.seconds = time.perf_counter() - start
+    result.messages = consumer.done
+    return result
 
 
-async def run(backend: str, n: int, batch: int, rate: float, seconds: float) -> None:
+@dataclass
+class Context:
+    bus: Bus
+    engine: Any
+
+
+@contextlib.asynccontextmanager
+async def backend_context(backend: str) -> AsyncIterator[Context]:
     tmp = tempfile.mkdtemp(prefix="castiel-bench-")
-    url = PG if backend == "postgres" else f"sqlite+aiosqlite:///{tmp}/bench.db"
+    url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+    pg_db = None
+    admin = None
+    if backend == "postgres":
+        pg_db = f"castiel_bench_{os.getpid()}_{secrets.token_hex(3)}"
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{pg_db}"'))
+        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{pg_db}"
     engine = create_engine(url)
     await create_all(engine)
     bus: Bus
@@ -102,36 +284,97 @@ async def run(backend: str, n: int, batch: int, rate: float, seconds: float) -> 
         from castiel_sync.bus.sql import SqlBus
 
         bus = SqlBus(engine)
-    await bus.start()
     try:
-        await throughput(bus, 500, batch)  # warm-up
-        rps = await throughput(bus, n, batch)
-        p50, p99 = await latency(bus, rate, seconds)
-        print(
-            f"{backend:9s} throughput {rps:8.0f} msg/s (batch {batch})   "
-            f"latency at {rate:.0f} msg/s: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
-        )
+        await bus.start()
+        yield Context(bus, engine)
     finally:
         delete_topology = getattr(bus, "delete_topology", None)
         if delete_topology is not None:
             await delete_topology()
         await bus.close()
         await engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if admin is not None:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))
+            await admin.dispose()
+
+
+Scenario = Callable[[Context], Any]
+
+
+async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, list[Result]]:
+    scenarios: dict[str, Scenario] = {
+        "pipeline": lambda c: pipeline(
+            c, args.messages, args.txn_events, args.producers, args.concurrency, args.timeout
+        ),
+        "latency": lambda c: latency(c, args.rate, args.seconds, args.concurrency),
+        "micro-batch": lambda c: micro_batch(c, args.messages, args.batch, args.timeout),
+        "micro-single": lambda c: micro_single(
+            c, args.single_messages, args.concurrency, args.timeout
+        ),
+    }
+    chosen = args.scenario or list(scenarios)
+    out: dict[str, list[Result]] = {name: [] for name in chosen}
+    for _ in range(args.repeat):
+        for name in chosen:
+            async with backend_context(backend) as ctx:
+                await micro_batch(ctx, 300, 100, args.timeout)  # warm-up: connections, JIT
+                out[name].append(await scenarios[name](ctx))
+    return out
+
+
+def median(results: list[Result], fn: Callable[[Result], float]) -> float:
+    return statistics.median(fn(r) for r in results)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--backend", default="all", choices=["all", "sqlite", "rabbitmq", "postgres"]
     )
-    parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=["pipeline", "latency", "micro-batch", "micro-single"],
+    )
+    parser.add_argument("--messages", type=int, default=5000, help="per throughput run")
+    parser.add_argument("--single-messages", type=int, default=2000)
+    parser.add_argument("--txn-events", type=int, default=10, help="events per outbox commit")
+    parser.add_argument("--producers", type=int, default=4, help="concurrent outbox writers")
+    parser.add_argument("--concurrency", type=int, default=64, help="consumer handler slots")
+    parser.add_argument("--batch", type=int, default=500, help="micro-batch send size")
+    parser.add_argument("--rate", type=float, default=500, help="latency: offered msg/s")
+    parser.add_argument("--seconds", type=float, default=5, help="latency: duration")
+    parser.add_argument("--timeout", type=float, default=60, help="bound per scenario run")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    backends = ["sqlite", "rabbitmq"] if args.backend == "all" else [args.backend]
+    backends = ["sqlite", "postgres", "rabbitmq"] if args.backend == "all" else [args.backend]
+    load = os.getloadavg()
+    print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} cpus; "
+        f"median of {args.repeat}; consumer concurrency {args.concurrency}; "
+        f"pipeline: {args.producers} producers x {args.txn_events} events per commit"
+    )
+    header = f"{'backend':9s} {'scenario':15s} {'msg/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}  runs"
+    print(header)
+    print("-" * len(header))
     for backend in backends:
-        asyncio.run(run(backend, args.messages, args.batch, args.rate, args.seconds))
+        try:
+            results = asyncio.run(run_backend(backend, args))
+        except OSError as exc:
+            print(f"{backend:9s} unavailable: {exc}")
+            continue
+        for name, runs in results.items():
+            rate = median(runs, lambda r: r.rate)
+            p50 = median(runs, lambda r: r.pct(50))
+            p99 = median(runs, lambda r: r.pct(99))
+            per_run = " ".join(f"{r.rate:.0f}{'!' if r.timed_out else ''}" for r in runs)
+            label = f"{name} @{args.rate:.0f}/s" if name == "latency" else name
+            print(f"{backend:9s} {label:15s} {rate:8.0f} {p50:8.1f} {p99:8.1f}  [{per_run}]")
+    print("(! = hit --timeout; msg/s is then what it managed in that time)")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,26 @@ exists exactly when the change that caused it commits. :class:`OutboxRelay` move
 committed rows onto the bus through the router, then marks them relayed. A crash after
 the send and before the mark re-sends the rows with the same message id (the event id):
 the bus drops the repeat where it can, and consumers are idempotent anyway, so delivery
-is at least once and nothing is lost.
+is at least once and nothing is lost. On the embedded bus over the same SQLite file the
+send and the mark commit in one transaction (through the bus's writer thread).
+
+Latency: a relay polls every ``poll_interval``, and a commit of an ``AsyncSession`` that
+``publish`` wrote to wakes the relays of this process at once (other processes' relays
+still find the rows at their next poll).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from castiel_sync.bus.router import Router, envelope_dict, event_tenant, routing_table
@@ -26,6 +33,12 @@ from castiel_sync.store.tables import OutboxRow
 
 log = structlog.get_logger(__name__)
 _O = OutboxRow.__table__
+_RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def _wake_relays(_session: Any) -> None:
+    for relay in list(_RELAYS):
+        relay.wake()
 
 
 def publish(
@@ -41,6 +54,9 @@ def publish(
         created_at=utcnow(),
     )
     session.add(row)
+    sync_session = getattr(session, "sync_session", session)
+    if not sa_event.contains(sync_session, "after_commit", _wake_relays):
+        sa_event.listen(sync_session, "after_commit", _wake_relays)
     return row
 
 
@@ -58,9 +74,36 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._pg = engine.dialect.name == "postgresql"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Look at the outbox now (thread-safe; a no-op unless ``run_forever`` runs)."""
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(wakeup.set)
+
+    def _embedded_bus(self) -> Any:
+        from castiel_sync.bus.sql import SqlBus
+
+        bus = self.router.bus
+        if isinstance(bus, SqlBus) and bus.shares_sqlite_file(self.engine):
+            return bus
+        return None
 
     async def run_once(self) -> int:
         """Relay one batch of committed rows; returns how many were sent."""
+        embedded = self._embedded_bus()
+        if embedded is not None:
+            # One thread hop to read, one transaction to enqueue and mark.
+            rows = await embedded._read(self._pending_rows)
+            if rows:
+                ids = [r.id for r in rows]
+                await embedded.send_many_with(
+                    self._outgoing(rows), also=lambda conn: self._mark_sync(conn, ids)
+                )
+            return len(rows)
         if self._pg:
             # Row locks keep two relays off the same rows; held only for the send.
             async with self.engine.begin() as conn:
@@ -96,12 +139,25 @@ class OutboxRelay:
             await self._mark(conn, [r.id for r in rows])
         return len(rows)
 
+    def _pending_rows(self, conn: Connection) -> list[Any]:
+        query = select(_O).where(_O.c.relayed_at.is_(None)).order_by(_O.c.id)
+        return list(conn.execute(query.limit(self.batch_size)).all())
+
+    @staticmethod
+    def _mark_sync(conn: Connection, ids: list[int]) -> None:
+        conn.execute(update(_O).where(_O.c.id.in_(ids)).values(relayed_at=utcnow()))
+
     async def _send(self, rows: list[Any]) -> None:
+        out = self._outgoing(rows)
+        if out:
+            await self.router.bus.send_many(out)
+
+    def _outgoing(self, rows: list[Any]) -> list[Any]:
         # Events with no sync queue (shard events, TokenRefreshFailed alerts) are for
         # downstream subscribers: they stay readable in the outbox until pruned, and a
         # relay must not stall on them.
         routes = routing_table()
-        out = [
+        return [
             self.router.outgoing(
                 r.event_type,
                 r.event,
@@ -111,23 +167,36 @@ class OutboxRelay:
             for r in rows
             if r.event_type in routes
         ]
-        if out:
-            await self.router.bus.send_many(out)
 
     async def _mark(self, conn: Any, ids: list[int]) -> None:
         await conn.execute(update(_O).where(_O.c.id.in_(ids)).values(relayed_at=utcnow()))
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                sent = await self.run_once()
-            except Exception:
-                log.exception("outbox relay failed; retrying")
-                sent = 0
-            if sent < self.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+        self._loop, self._wakeup = asyncio.get_running_loop(), asyncio.Event()
+        wakeup = self._wakeup
+
+        async def stopper() -> None:
+            await stop.wait()
+            wakeup.set()
+
+        stopping = asyncio.create_task(stopper())
+        _RELAYS.add(self)
+        try:
+            while not stop.is_set():
+                wakeup.clear()
+                try:
+                    sent = await self.run_once()
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+                    sent = 0
+                if sent < self.batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wakeup.wait(), self.poll_interval)
+        finally:
+            _RELAYS.discard(self)
+            self._loop = self._wakeup = None
+            stopping.cancel()
 
     async def prune(self, older_than: timedelta = timedelta(days=1)) -> int:
         """Delete rows relayed before ``older_than`` ago."""

@@ -11,8 +11,10 @@ Claims never hand one message to two workers:
 
 - SQLite has one writer. Claims run in a ``BEGIN IMMEDIATE`` transaction (the write lock
   is taken before anything is read), as ``UPDATE ... WHERE seq IN (SELECT ... LIMIT n)
-  RETURNING``. In-process writers also queue on an asyncio lock so they don't spin in
-  SQLite's busy handler.
+  RETURNING``. On a file database every write of this process runs on one thread with
+  its own connection (:class:`_SqliteWriter`): one thread hand-off per operation instead
+  of several per statement, and operations that queue up meanwhile commit together
+  (group commit), so in-process writers never meet in SQLite's busy handler.
 - PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` in a CTE feeding the UPDATE.
 
 Sessions: a message with a session key is claimable only while it is the oldest message
@@ -29,32 +31,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue as stdlib_queue
+import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Connection,
     Double,
+    Engine,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
     delete,
+    event,
     func,
     select,
     text,
     update,
 )
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.pool import NullPool
 
 from castiel_sync.bus.base import (
     QUEUE_DEADLETTER,
@@ -190,6 +200,26 @@ def _message(row: Any) -> Message:
     )
 
 
+SQLITE_PRAGMAS = (
+    # The store's own settings (castiel_sync.store.base.create_engine), kept identical.
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+
+def _file_sqlite_url(engine: AsyncEngine) -> Any:
+    """The synchronous (pysqlite) URL of a file SQLite engine; None for anything else."""
+    url = engine.url
+    if engine.dialect.name != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or "mode=memory" in str(url):
+        return None  # an in-memory database is private to the engine's own connection
+    return url.set(drivername="sqlite")
+
+
 class SqlBus(Bus):
     def __init__(
         self,
@@ -207,7 +237,16 @@ class SqlBus(Bus):
         self._write_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._next_dedup_sweep = 0.0
+        self._pending_acks: list[tuple[Lease, asyncio.Future[bool]]] = []
+        self._ack_flusher: asyncio.Task[None] | None = None
         self._insert = sqlite_insert if self._sqlite else pg_insert
+        sync_url = _file_sqlite_url(engine)
+        self._writer = _SqliteWriter(sync_url) if sync_url is not None else None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = _SqliteWriter(self._writer.url)  # usable again after close
 
     # -- transactions -------------------------------------------------------------------
 
@@ -227,9 +266,43 @@ class SqlBus(Bus):
                 raise
             await conn.commit()
 
+    async def _tx(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        pre: Callable[..., bool] | None = None,
+        empty: Any = None,
+    ) -> Any:
+        """Run ``fn(conn, *args)`` in a write transaction (if ``pre(conn, *args)`` holds)."""
+        if self._writer is not None:
+            return await self._writer.write(fn, *args, pre=pre, empty=empty)
+        if pre is not None and not await self._read(pre, *args):
+            return empty
+        async with self._write() as conn:
+            return await conn.run_sync(fn, *args)
+
+    def shares_sqlite_file(self, engine: AsyncEngine) -> bool:
+        """True when this bus's queues live in ``engine``'s SQLite file (the store)."""
+        return self._writer is not None and _file_sqlite_url(engine) == self._writer.url
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._writer is not None:
+            return await self._writer.read(fn, *args)
+        async with self._engine.connect() as conn:
+            try:
+                return await conn.run_sync(fn, *args)
+            finally:
+                await conn.rollback()
+
     def _notify(self) -> None:
         self._wakeup.set()
         self._wakeup = asyncio.Event()
+
+    def _sweep_due(self, now: float) -> bool:
+        if now < self._next_dedup_sweep:
+            return False
+        self._next_dedup_sweep = now + 60
+        return True
 
     # -- send ---------------------------------------------------------------------------
 
@@ -251,6 +324,15 @@ class SqlBus(Bus):
         return (await self.send_many([out]))[0]
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        return await self.send_many_with(messages)
+
+    async def send_many_with(
+        self,
+        messages: Sequence[OutgoingMessage],
+        also: Callable[[Connection], Any] | None = None,
+    ) -> list[str]:
+        """``send_many``, and ``also(conn)`` in the same transaction (the outbox relay marks
+        its rows relayed there: on the embedded bus an event is relayed exactly once)."""
         now = time.time()
         ids: list[str] = []
         rows: list[dict[str, Any]] = []
@@ -278,39 +360,53 @@ class SqlBus(Bus):
                     "visible_at": max(now, nb) if nb else now,
                 }
             )
-        async with self._write() as conn:
-            if explicit:
-                seen = set(
-                    (
-                        await conn.execute(
-                            select(_D.c.message_id).where(
-                                _D.c.message_id.in_(explicit), _D.c.expires_at > now
-                            )
-                        )
-                    ).scalars()
-                )
-                if seen:
-                    rows = [r for r in rows if r["message_id"] not in seen]
-                fresh = [m for m in explicit if m not in seen]
-                if fresh:
-                    ins = self._insert(_D)
-                    await conn.execute(
-                        ins.on_conflict_do_update(
-                            index_elements=[_D.c.message_id],
-                            set_={"expires_at": ins.excluded.expires_at},
-                        ),
-                        [{"message_id": m, "expires_at": now + self.dedup_window} for m in fresh],
-                    )
-                if now >= self._next_dedup_sweep:
-                    self._next_dedup_sweep = now + 60
-                    await conn.execute(delete(_D).where(_D.c.expires_at < now))
-            if rows:
-                await conn.execute(
-                    self._insert(_T).on_conflict_do_nothing(index_elements=[_T.c.message_id]),
-                    rows,
-                )
-        self._notify()
+        if rows or also is not None:
+            await self._tx(self._send_rows, rows, explicit, now, self._sweep_due(now), also)
+            self._notify()
         return ids
+
+    def _send_rows(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        explicit: list[str],
+        now: float,
+        sweep: bool,
+        also: Callable[[Connection], Any] | None = None,
+    ) -> None:
+        if also is not None:
+            also(conn)
+        if explicit:
+            seen = set(
+                conn.execute(
+                    select(_D.c.message_id).where(
+                        _D.c.message_id.in_(explicit), _D.c.expires_at > now
+                    )
+                ).scalars()
+            )
+            if seen:
+                rows = [r for r in rows if r["message_id"] not in seen]
+            fresh = [m for m in dict.fromkeys(explicit) if m not in seen]
+            if fresh:
+                self._remember(conn, fresh, now, sweep=False)
+        if sweep:
+            conn.execute(delete(_D).where(_D.c.expires_at < now))
+        if rows:
+            conn.execute(
+                self._insert(_T).on_conflict_do_nothing(index_elements=[_T.c.message_id]),
+                rows,
+            )
+
+    def _remember(self, conn: Connection, ids: Sequence[str], now: float, sweep: bool) -> None:
+        ins = self._insert(_D)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[_D.c.message_id], set_={"expires_at": ins.excluded.expires_at}
+            ),
+            [{"message_id": m, "expires_at": now + self.dedup_window} for m in ids],
+        )
+        if sweep:
+            conn.execute(delete(_D).where(_D.c.expires_at < now))
 
     # -- receive ------------------------------------------------------------------------
 
@@ -335,54 +431,99 @@ class SqlBus(Bus):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), min(remaining, self.poll_interval))
 
-    async def _any_ready(self, queues: list[str], now: float) -> bool:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(_T.c.seq).where(_T.c.queue.in_(queues), _T.c.visible_at <= now).limit(1)
-                )
-            ).first()
-            await conn.rollback()
+    @staticmethod
+    def _any_ready(conn: Connection, queues: list[str], now: float, *_: Any) -> bool:
+        row = conn.execute(
+            select(_T.c.seq).where(_T.c.queue.in_(queues), _T.c.visible_at <= now).limit(1)
+        ).first()
         return row is not None
+
+    def _claim_rows(
+        self,
+        conn: Connection,
+        queues: list[str],
+        now: float,
+        token: str,
+        until: float,
+        limit: int,
+    ) -> list[Any]:
+        claim = _CLAIM_SQLITE if self._sqlite else _CLAIM_PG
+        claimed: list[Any] = []
+        for queue in queues:
+            want = limit - len(claimed)
+            if want <= 0:
+                break
+            rows = conn.execute(
+                claim,
+                {"token": token, "until": until, "now": now, "queue": queue, "limit": want},
+            ).all()
+            rows.sort(key=lambda r: (-r.priority, r.seq))
+            expired = [r for r in rows if r.delivery_count > self.max_deliveries]
+            if expired:
+                # Delivered max times and the last holder never settled it.
+                self._dead_letter(conn, [r.seq for r in expired], "lease expired without ack", now)
+                expired_seqs = {r.seq for r in expired}
+                rows = [r for r in rows if r.seq not in expired_seqs]
+            claimed.extend(rows)
+        return claimed
 
     async def _claim(self, queues: list[str], lease_seconds: float, limit: int) -> list[Lease]:
         now = time.time()
-        # Cheap read first: idle pollers never take SQLite's write lock.
-        if not await self._any_ready(queues, now):
-            return []
         token = str(uuid.uuid4())
         until = now + lease_seconds
-        leases: list[Lease] = []
-        claim = _CLAIM_SQLITE if self._sqlite else _CLAIM_PG
-        async with self._write() as conn:
-            for queue in queues:
-                want = limit - len(leases)
-                if want <= 0:
-                    break
-                rows = (
-                    await conn.execute(
-                        claim,
-                        {"token": token, "until": until, "now": now, "queue": queue, "limit": want},
-                    )
-                ).all()
-                rows.sort(key=lambda r: (-r.priority, r.seq))
-                expired = [r for r in rows if r.delivery_count > self.max_deliveries]
-                if expired:
-                    # Delivered max times and the last holder never settled it.
-                    await self._dead_letter(
-                        conn, [r.seq for r in expired], "lease expired without ack", now
-                    )
-                    expired_seqs = {r.seq for r in expired}
-                    rows = [r for r in rows if r.seq not in expired_seqs]
-                expires = _dt(until)
-                assert expires is not None
-                leases.extend(Lease(_message(r), token, expires, handle=r.seq) for r in rows)
-        return leases
+        # The cheap read first: idle pollers never take SQLite's write lock.
+        rows = await self._tx(
+            self._claim_rows, queues, now, token, until, limit, pre=self._any_ready, empty=[]
+        )
+        if not rows:
+            return []
+        expires = _dt(until)
+        assert expires is not None
+        return [Lease(_message(r), token, expires, handle=r.seq) for r in rows]
 
     # -- settle -------------------------------------------------------------------------
 
     async def ack(self, lease: Lease) -> bool:
-        return await self.ack_many([lease]) == 1
+        # Group commit: acks that arrive while one is being written go out together, in
+        # one DELETE (workers ack each message from its own task).
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending_acks.append((lease, future))
+        if self._ack_flusher is None:
+            self._ack_flusher = asyncio.create_task(self._flush_acks())
+        return await asyncio.shield(future)
+
+    async def _flush_acks(self) -> None:
+        try:
+            while self._pending_acks:
+                batch, self._pending_acks = self._pending_acks, []
+                by_token: dict[str, list[int]] = defaultdict(list)
+                for lease, _ in batch:
+                    by_token[lease.token].append(lease.handle)
+                try:
+                    deleted: set[tuple[str, int]] = await self._tx(
+                        self._ack_returning, dict(by_token)
+                    )
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self._notify()  # a session's next message may be ready now
+                for lease, future in batch:
+                    if not future.done():
+                        future.set_result((lease.token, lease.handle) in deleted)
+        finally:
+            self._ack_flusher = None
+
+    @staticmethod
+    def _ack_returning(conn: Connection, by_token: dict[str, list[int]]) -> set[tuple[str, int]]:
+        deleted: set[tuple[str, int]] = set()
+        for token, seqs in by_token.items():
+            result = conn.execute(
+                delete(_T).where(_T.c.seq.in_(seqs), _T.c.lease_token == token).returning(_T.c.seq)
+            )
+            deleted.update((token, seq) for seq in result.scalars())
+        return deleted
 
     async def ack_many(self, leases: Sequence[Lease]) -> int:
         if not leases:
@@ -390,55 +531,72 @@ class SqlBus(Bus):
         by_token: dict[str, list[int]] = defaultdict(list)
         for lease in leases:
             by_token[lease.token].append(lease.handle)
-        done = 0
-        async with self._write() as conn:
-            for token, seqs in by_token.items():
-                result = await conn.execute(
-                    delete(_T).where(_T.c.seq.in_(seqs), _T.c.lease_token == token)
-                )
-                done += result.rowcount
+        done: int = await self._tx(self._ack_rows, dict(by_token))
         self._notify()  # a session's next message may be ready now
+        return done
+
+    @staticmethod
+    def _ack_rows(conn: Connection, by_token: dict[str, list[int]]) -> int:
+        done = 0
+        for token, seqs in by_token.items():
+            result = conn.execute(delete(_T).where(_T.c.seq.in_(seqs), _T.c.lease_token == token))
+            done += result.rowcount
         return done
 
     async def nack(self, lease: Lease, *, delay_seconds: float = 0.0, error: str = "") -> bool:
         now = time.time()
-        held = (_T.c.seq == lease.handle) & (_T.c.lease_token == lease.token)
-        async with self._write() as conn:
-            if lease.message.delivery_count >= self.max_deliveries:
-                count = await self._dead_letter(conn, [lease.handle], error, now, held)
-            else:
-                result = await conn.execute(
-                    update(_T)
-                    .where(held)
-                    .values(
-                        visible_at=now + max(0.0, delay_seconds),
-                        lease_token=None,
-                        last_error=error or None,
-                    )
-                )
-                count = result.rowcount
+        dead = lease.message.delivery_count >= self.max_deliveries
+        count = await self._tx(
+            self._nack_row, lease.handle, lease.token, dead, now, delay_seconds, error
+        )
         self._notify()
-        return count == 1
+        return bool(count == 1)
+
+    def _nack_row(
+        self,
+        conn: Connection,
+        seq: int,
+        token: str,
+        dead: bool,
+        now: float,
+        delay_seconds: float,
+        error: str,
+    ) -> int:
+        held = (_T.c.seq == seq) & (_T.c.lease_token == token)
+        if dead:
+            return self._dead_letter(conn, [seq], error, now, held)
+        result = conn.execute(
+            update(_T)
+            .where(held)
+            .values(
+                visible_at=now + max(0.0, delay_seconds),
+                lease_token=None,
+                last_error=error or None,
+            )
+        )
+        return int(result.rowcount)
 
     async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
         """Extend a lease still held (long work); False if it was lost."""
         until = time.time() + lease_seconds
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(_T)
-                .where(_T.c.seq == lease.handle, _T.c.lease_token == lease.token)
-                .values(visible_at=until)
-            )
-        if result.rowcount == 1:
+        count = await self._tx(self._renew_row, lease.handle, lease.token, until)
+        if count == 1:
             expires = _dt(until)
             assert expires is not None
             lease.expires_at = expires
             return True
         return False
 
-    async def _dead_letter(
-        self,
-        conn: AsyncConnection,
+    @staticmethod
+    def _renew_row(conn: Connection, seq: int, token: str, until: float) -> int:
+        result = conn.execute(
+            update(_T).where(_T.c.seq == seq, _T.c.lease_token == token).values(visible_at=until)
+        )
+        return int(result.rowcount)
+
+    @staticmethod
+    def _dead_letter(
+        conn: Connection,
         seqs: list[int],
         error: str,
         now: float,
@@ -447,7 +605,7 @@ class SqlBus(Bus):
         where = _T.c.seq.in_(seqs)
         if extra is not None:
             where = where & extra
-        result = await conn.execute(
+        result = conn.execute(
             update(_T)
             .where(where)
             .values(
@@ -472,41 +630,42 @@ class SqlBus(Bus):
             where = where & _T.c.message_id.in_(list(ids))
         return where
 
+    @staticmethod
+    def _select_rows(conn: Connection, statement: Any) -> list[Any]:
+        return list(conn.execute(statement).all())
+
+    @staticmethod
+    def _rowcount(conn: Connection, statement: Any) -> int:
+        return int(conn.execute(statement).rowcount)
+
     async def list_dead_letters(self, scope: Scope, *, limit: int = 100) -> list[Message]:
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(_T).where(self._dead_where(scope)).order_by(_T.c.seq).limit(limit)
-                )
-            ).all()
-            await conn.rollback()
-        return [_message(r) for r in rows]
+        statement = select(_T).where(self._dead_where(scope)).order_by(_T.c.seq).limit(limit)
+        return [_message(r) for r in await self._read(self._select_rows, statement)]
 
     async def replay(self, scope: Scope, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(_T)
-                .where(self._dead_where(scope, ids), _T.c.original_queue.is_not(None))
-                .values(
-                    queue=_T.c.original_queue,
-                    original_queue=None,
-                    delivery_count=0,
-                    visible_at=time.time(),
-                    lease_token=None,
-                    dead_lettered_at=None,
-                )
+        statement = (
+            update(_T)
+            .where(self._dead_where(scope, ids), _T.c.original_queue.is_not(None))
+            .values(
+                queue=_T.c.original_queue,
+                original_queue=None,
+                delivery_count=0,
+                visible_at=time.time(),
+                lease_token=None,
+                dead_lettered_at=None,
             )
+        )
+        count: int = await self._tx(self._rowcount, statement)
         self._notify()
-        return int(result.rowcount)
+        return count
 
     async def purge(self, scope: Scope, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        async with self._write() as conn:
-            result = await conn.execute(delete(_T).where(self._dead_where(scope, ids)))
-        return int(result.rowcount)
+        count: int = await self._tx(self._rowcount, delete(_T).where(self._dead_where(scope, ids)))
+        return count
 
     async def store_dead_letters(self, messages: Sequence[Message]) -> None:
         """Keep dead letters drained from another backend (RabbitMQ) for inspection."""
@@ -533,64 +692,228 @@ class SqlBus(Bus):
                 }
             )
         if rows:
-            async with self._write() as conn:
-                await conn.execute(
-                    self._insert(_T).on_conflict_do_nothing(index_elements=[_T.c.message_id]),
-                    rows,
-                )
+            await self._tx(self._insert_rows, rows)
+
+    def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        conn.execute(
+            self._insert(_T).on_conflict_do_nothing(index_elements=[_T.c.message_id]), rows
+        )
 
     async def take_dead_letters(self, scope: Scope, ids: Sequence[str]) -> list[Message]:
         """Dead letters by id (for a backend that replays them itself)."""
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(_T).where(self._dead_where(scope, ids)))).all()
-            await conn.rollback()
-        return [_message(r) for r in rows]
+        statement = select(_T).where(self._dead_where(scope, ids))
+        return [_message(r) for r in await self._read(self._select_rows, statement)]
 
     async def seen_ids(self, ids: Sequence[str]) -> set[str]:
         """Of ``ids``, those sent within the dedup window (for a backend without one)."""
-        async with self._engine.connect() as conn:
-            found = (
-                await conn.execute(
-                    select(_D.c.message_id).where(
-                        _D.c.message_id.in_(list(ids)), _D.c.expires_at > time.time()
-                    )
-                )
-            ).scalars()
-            result = set(found)
-            await conn.rollback()
-        return result
+        statement = select(_D.c.message_id).where(
+            _D.c.message_id.in_(list(ids)), _D.c.expires_at > time.time()
+        )
+        return {r.message_id for r in await self._read(self._select_rows, statement)}
 
     async def remember_ids(self, ids: Sequence[str]) -> None:
         """Record ``ids`` as sent, for the dedup window."""
         now = time.time()
-        ins = self._insert(_D)
-        async with self._write() as conn:
-            await conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[_D.c.message_id], set_={"expires_at": ins.excluded.expires_at}
-                ),
-                [{"message_id": m, "expires_at": now + self.dedup_window} for m in set(ids)],
-            )
-            if now >= self._next_dedup_sweep:
-                self._next_dedup_sweep = now + 60
-                await conn.execute(delete(_D).where(_D.c.expires_at < now))
+        await self._tx(self._remember, sorted(set(ids)), now, self._sweep_due(now))
 
     # -- metrics ------------------------------------------------------------------------
 
+    @staticmethod
+    def _scalar(conn: Connection, statement: Any) -> Any:
+        return conn.execute(statement).scalar_one()
+
     async def depth(self, queue: str) -> int:
         check_queue(queue)
-        async with self._engine.connect() as conn:
-            n = (
-                await conn.execute(select(func.count()).select_from(_T).where(_T.c.queue == queue))
-            ).scalar_one()
-            await conn.rollback()
-        return int(n)
+        statement = select(func.count()).select_from(_T).where(_T.c.queue == queue)
+        return int(await self._read(self._scalar, statement))
 
     async def oldest_age(self, queue: str) -> float:
         check_queue(queue)
-        async with self._engine.connect() as conn:
-            oldest = (
-                await conn.execute(select(func.min(_T.c.enqueued_at)).where(_T.c.queue == queue))
-            ).scalar_one()
-            await conn.rollback()
+        oldest = await self._read(
+            self._scalar, select(func.min(_T.c.enqueued_at)).where(_T.c.queue == queue)
+        )
         return 0.0 if oldest is None else max(0.0, time.time() - float(oldest))
+
+
+class _SqliteWriter:
+    """One thread, one sqlite3 connection: the embedded bus's writes on SQLite.
+
+    Through aiosqlite every statement costs several hand-offs between the event loop and
+    the driver's thread (cursor, execute, fetch, close, then BEGIN and COMMIT), and on a
+    busy machine each hand-off waits for the OS to schedule the other thread: a one-row
+    send took ~5 ms. Here a whole operation (send, claim, ack, nack...) is one function
+    run on this thread, so it costs one hand-off each way. Operations queued while one
+    runs commit together in one ``BEGIN IMMEDIATE`` transaction (group commit), each in
+    its own savepoint so one failing leaves the others intact. Durability is unchanged:
+    the same WAL, ``synchronous=NORMAL`` and busy timeout as the store's engine, and every
+    caller's future resolves only after its transaction committed.
+
+    A claim's readiness probe (``pre``) runs before the transaction, on a second
+    connection in autocommit: idle pollers never take SQLite's write lock. The thread
+    exits after ``idle_seconds`` without work and starts again on demand.
+    """
+
+    def __init__(self, url: Any, *, idle_seconds: float = 5.0, max_batch: int = 64) -> None:
+        self.url = url
+        self._idle = idle_seconds
+        self._max_batch = max_batch
+        self._jobs: stdlib_queue.SimpleQueue[_Job | None] = stdlib_queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def write(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        pre: Callable[..., bool] | None = None,
+        empty: Any = None,
+    ) -> Any:
+        return await self._submit(_Job(fn, args, pre, write=True, empty=empty))
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._submit(_Job(fn, args, None, write=False))
+
+    async def _submit(self, job: _Job) -> Any:
+        loop = asyncio.get_running_loop()
+        job.loop, job.future = loop, loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("bus closed")
+            self._jobs.put(job)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._main, name="castiel-bus-sqlite", daemon=True
+                )
+                self._thread.start()
+        return await job.future
+
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._jobs.put(None)
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    def _engines(self) -> tuple[Engine, Engine]:
+        def pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we say when transactions begin
+            cursor = dbapi_conn.cursor()
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            cursor.close()
+
+        writer = create_sync_engine(self.url, poolclass=NullPool)
+        reader = create_sync_engine(self.url, poolclass=NullPool)
+        for engine in (writer, reader):
+            event.listen(engine, "connect", pragmas)
+        event.listen(writer, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return writer, reader
+
+    def _main(self) -> None:
+        writer, reader = self._engines()
+        wconn, rconn = writer.connect(), reader.connect()
+        try:
+            while True:
+                try:
+                    job = self._jobs.get(timeout=self._idle)
+                except stdlib_queue.Empty:
+                    with self._lock:
+                        if self._jobs.empty():
+                            self._thread = None
+                            return
+                    continue
+                if job is None:
+                    return
+                batch = [job]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except stdlib_queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._run(batch, wconn, rconn)
+                if stop:
+                    return
+        finally:
+            for conn in (wconn, rconn):
+                with contextlib.suppress(Exception):
+                    conn.close()
+            writer.dispose()
+            reader.dispose()
+
+    def _run(self, batch: list[_Job], wconn: Connection, rconn: Connection) -> None:
+        writes: list[_Job] = []
+        for job in batch:
+            if job.write and job.pre is None:
+                writes.append(job)
+                continue
+            try:
+                if job.write:
+                    if job.pre is not None and job.pre(rconn, *job.args):
+                        writes.append(job)
+                    else:
+                        job.result = job.empty
+                else:
+                    job.result = job.fn(rconn, *job.args)
+            except Exception as exc:
+                job.result = _Failed(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    rconn.rollback()
+        if writes:
+            try:
+                with wconn.begin():
+                    if len(writes) == 1:
+                        writes[0].result = writes[0].fn(wconn, *writes[0].args)
+                    else:
+                        for job in writes:
+                            try:
+                                with wconn.begin_nested():
+                                    job.result = job.fn(wconn, *job.args)
+                            except Exception as exc:
+                                job.result = _Failed(exc)
+            except Exception as exc:  # BEGIN or COMMIT failed: nothing of it happened
+                for job in writes:
+                    job.result = _Failed(exc)
+        by_loop: dict[Any, list[_Job]] = defaultdict(list)
+        for job in batch:
+            by_loop[job.loop].append(job)
+        for loop, jobs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that event loop is gone
+                loop.call_soon_threadsafe(_settle, jobs)
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    pre: Callable[..., bool] | None
+    write: bool
+    empty: Any = None
+    loop: Any = None
+    future: Any = None
+    result: Any = None
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        if isinstance(job.result, _Failed):
+            job.future.set_exception(job.result.exc)
+        else:
+            job.future.set_result(job.result)
