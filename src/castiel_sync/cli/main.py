@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from castiel_sync.cli.config import app as config_app
+from castiel_sync.cli.conflicts import app as conflicts_app
 from castiel_sync.cli.db import app as db_app
 from castiel_sync.cli.deadletters import app as deadletters_app
+from castiel_sync.cli.executions import app as executions_app
+from castiel_sync.cli.integrations import app as integrations_app
 from castiel_sync.cli.scheduler import scheduler
 from castiel_sync.cli.serve import api, serve
 from castiel_sync.cli.token import token
@@ -25,6 +29,10 @@ app.command()(worker)
 app.command()(scheduler)
 app.add_typer(deadletters_app, name="deadletters")
 app.command()(token)
+app.add_typer(integrations_app, name="integrations")
+app.add_typer(executions_app, name="executions")
+app.add_typer(conflicts_app, name="conflicts")
+app.add_typer(config_app, name="config")
 
 
 @app.command()
