@@ -11,9 +11,12 @@ Scenarios (every figure is the median of ``--repeat`` runs):
     ``runtime.workers.Worker``: ``receive`` up to its free slots, one task per message
     calling the handler, then ``ack`` of that lease) consumes ``sync-inbound-webhook``.
     Throughput = messages / (first commit -> last ack).
-``latency``: the same path at a fixed offered rate (``--rate``, one event per outbox
-    transaction, as the webhook receiver does); latency = handler start - just before the
-    producing transaction began.
+``latency-outbox``: the same path at a fixed offered rate (``--rate``; each event in its
+    own outbox transaction, started on schedule whether or not earlier ones finished, as
+    webhook requests arrive); latency = handler start - just before the producing
+    transaction began. On SQLite this includes the application's ORM commit.
+``latency-direct``: the bus alone at the same rate: ``Router.dispatch`` (route + one
+    ``send``) per event, the same consumer; latency = handler start - before the send.
 ``micro-batch``: ``Router.outgoing`` + ``bus.send_many`` in batches of ``--batch``, while a
     consumer leases up to 200 at a time and ``ack_many``s them (no outbox, no handler tasks).
 ``micro-single``: ``Router.dispatch`` (one ``send`` per message, awaited in turn) with the
@@ -176,14 +179,20 @@ async def pipeline(
     return result
 
 
-async def latency(ctx: Context, rate: float, seconds: float, concurrency: int) -> Result:
-    """The pipeline at a fixed offered rate, one event per outbox transaction."""
+async def latency(
+    ctx: Context, rate: float, seconds: float, concurrency: int, *, outbox: bool
+) -> Result:
+    """A fixed offered rate: one event per outbox transaction (relayed), or per send."""
     n = int(rate * seconds)
     result = Result()
     consumer = Consumer(ctx.bus, n, concurrency, result.latencies)
     factory = session_factory(ctx.engine)
+    router = Router(ctx.bus)
 
     async def one(i: int) -> None:
+        if not outbox:
+            await router.dispatch(EVENT, envelope(i))
+            return
         async with factory.begin() as session:
             publish(session, envelope(i))
 
@@ -301,6 +310,7 @@ async def backend_context(backend: str) -> AsyncIterator[Context]:
 
 
 Scenario = Callable[[Context], Any]
+SCENARIOS = ["pipeline", "latency-outbox", "latency-direct", "micro-batch", "micro-single"]
 
 
 async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, list[Result]]:
@@ -308,7 +318,12 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, list[
         "pipeline": lambda c: pipeline(
             c, args.messages, args.txn_events, args.producers, args.concurrency, args.timeout
         ),
-        "latency": lambda c: latency(c, args.rate, args.seconds, args.concurrency),
+        "latency-outbox": lambda c: latency(
+            c, args.rate, args.seconds, args.concurrency, outbox=True
+        ),
+        "latency-direct": lambda c: latency(
+            c, args.rate, args.seconds, args.concurrency, outbox=False
+        ),
         "micro-batch": lambda c: micro_batch(c, args.messages, args.batch, args.timeout),
         "micro-single": lambda c: micro_single(
             c, args.single_messages, args.concurrency, args.timeout
@@ -338,7 +353,7 @@ def main() -> None:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=["pipeline", "latency", "micro-batch", "micro-single"],
+        choices=SCENARIOS,
     )
     parser.add_argument("--messages", type=int, default=5000, help="per throughput run")
     parser.add_argument("--single-messages", type=int, default=2000)
@@ -358,7 +373,7 @@ def main() -> None:
         f"median of {args.repeat}; consumer concurrency {args.concurrency}; "
         f"pipeline: {args.producers} producers x {args.txn_events} events per commit"
     )
-    header = f"{'backend':9s} {'scenario':15s} {'msg/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}  runs"
+    header = f"{'backend':9s} {'scenario':19s} {'msg/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}  runs"
     print(header)
     print("-" * len(header))
     for backend in backends:
@@ -372,8 +387,8 @@ def main() -> None:
             p50 = median(runs, lambda r: r.pct(50))
             p99 = median(runs, lambda r: r.pct(99))
             per_run = " ".join(f"{r.rate:.0f}{'!' if r.timed_out else ''}" for r in runs)
-            label = f"{name} @{args.rate:.0f}/s" if name == "latency" else name
-            print(f"{backend:9s} {label:15s} {rate:8.0f} {p50:8.1f} {p99:8.1f}  [{per_run}]")
+            label = f"{name} @{args.rate:.0f}" if name.startswith("latency") else name
+            print(f"{backend:9s} {label:19s} {rate:8.0f} {p50:8.1f} {p99:8.1f}  [{per_run}]")
     print("(! = hit --timeout; msg/s is then what it managed in that time)")
 
 

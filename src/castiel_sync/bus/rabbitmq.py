@@ -31,6 +31,10 @@ Topology (every name carries the optional ``namespace`` prefix):
 - **Leases**: a lease is an unacked delivery; a reaper returns expired leases to the
   broker (``basic.nack`` with requeue: the broker counts the delivery). A worker that is
   SIGKILLed loses its connection and the broker redelivers everything it held.
+- **Acks** from concurrent handlers are gathered per event-loop turn: where the acked
+  deliveries are the oldest this process still holds on their channel, one
+  ``basic.ack(multiple=True)`` settles them all; the rest are acked one by one. A
+  multiple ack never covers a delivery that is still buffered or leased.
 - **Publisher confirms** on every send; ``send_many`` publishes a batch and awaits all
   the confirms together.
 - **Dead letters** are drained from ``sync-deadletter`` into the store's ``bus_messages``
@@ -49,9 +53,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -101,14 +108,44 @@ class _Held:
     message: Message
     arrived: float
     not_before: float = 0.0
+    #: Arrival order in this process (ties in priority are served oldest first).
+    order: int = 0
     token: str | None = None
     expires: float = 0.0
 
 
 @dataclass
 class _QueueState:
-    ready: list[_Held] = field(default_factory=list)
+    """Buffered deliveries of one logical queue, kept ready to hand out in order.
+
+    Messages without a session key sit in a heap on (-priority, arrival); each session key
+    has a FIFO whose head alone can be handed out. ``_pick`` merges the two without
+    sorting the whole buffer on every call (it holds up to the prefetch, 500).
+    """
+
+    plain: list[tuple[int, int, _Held]] = field(default_factory=list)
+    sessions: dict[str, deque[_Held]] = field(default_factory=dict)
+    size: int = 0
     consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = field(default_factory=list)
+
+    def push(self, held: _Held, *, front: bool = False) -> None:
+        """Buffer ``held``; ``front``: a session message given back, again its session's head."""
+        self.size += 1
+        key = held.message.session_key
+        if key is None:
+            heapq.heappush(self.plain, (-held.message.priority, held.order, held))
+            return
+        fifo = self.sessions.setdefault(key, deque())
+        if front:
+            fifo.appendleft(held)
+        else:
+            fifo.append(held)
+
+    def held(self) -> Iterator[_Held]:
+        for _, _, h in self.plain:
+            yield h
+        for fifo in self.sessions.values():
+            yield from fifo
 
 
 def _us(epoch: float) -> int:
@@ -147,6 +184,12 @@ class RabbitBus(Bus):
         self._queues: dict[str, _QueueState] = {}
         self._leased: dict[str, _Held] = {}
         self._busy: set[tuple[str, str]] = set()  # (queue, session key) in flight
+        self._arrivals = itertools.count()
+        # Per consumer channel, delivery tags not yet settled, in delivery order (None once
+        # they arrive out of order there: then no multiple acks on that channel).
+        self._unsettled: dict[Any, dict[int, None] | None] = {}
+        self._acks: list[tuple[_Held, asyncio.Future[bool]]] = []
+        self._ack_flusher: asyncio.Task[None] | None = None
         self._declared_tiers: set[int] = set()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -415,15 +458,33 @@ class RabbitBus(Bus):
             original_queue=str(original) if original is not None else None,
         )
 
+    def _track(self, incoming: AbstractIncomingMessage) -> None:
+        tag = incoming.delivery_tag
+        if tag is None:
+            return
+        tags = self._unsettled.setdefault(incoming.channel, {})
+        if tags is None:
+            return
+        if tags and tag <= next(reversed(tags)):
+            self._unsettled[incoming.channel] = None  # out of order: single acks only
+            return
+        tags[tag] = None
+
+    def _settled(self, incoming: AbstractIncomingMessage) -> None:
+        tags = self._unsettled.get(incoming.channel)
+        if tags is not None and incoming.delivery_tag is not None:
+            tags.pop(incoming.delivery_tag, None)
+
     def _accept(self, queue: str, incoming: AbstractIncomingMessage) -> None:
+        self._track(incoming)
         message = self._parse(queue, incoming)
         nb = message.not_before.timestamp() if message.not_before else 0.0
-        held = _Held(incoming, message, time.monotonic(), not_before=nb)
+        held = _Held(incoming, message, time.monotonic(), not_before=nb, order=next(self._arrivals))
         if nb > time.time() and message.session_key is None:
             # Came back from a delay tier early: wait again, not counted as a delivery.
             self._spawn(self._redelay(held, nb - time.time()))
             return
-        self._queues[queue].ready.append(held)
+        self._queues[queue].push(held)
         self._notify()
 
     def _notify(self) -> None:
@@ -451,6 +512,7 @@ class RabbitBus(Bus):
             last_error=m.last_error,
         )
         await self._publish(copy, delay=delay)
+        self._settled(held.incoming)
         await held.incoming.ack()
 
     async def receive(
@@ -482,22 +544,34 @@ class RabbitBus(Bus):
         now = time.time()
         for queue in queues:
             state = self._queues[queue]
-            if not state.ready:
+            if not state.size:
                 continue
-            heads: dict[str, _Held] = {}
-            for h in sorted(state.ready, key=lambda h: h.arrived):
-                key = h.message.session_key
-                if key is not None and key not in heads:
-                    heads[key] = h
-            for h in sorted(state.ready, key=lambda h: (-h.message.priority, h.arrived)):
-                if len(leases) >= limit:
-                    return leases
-                key = h.message.session_key
-                if key is not None and (heads[key] is not h or (queue, key) in self._busy):
-                    continue
-                if h.not_before > now:
-                    continue
-                state.ready.remove(h)
+            # Session heads that may go out now, in delivery order.
+            heads = sorted(
+                (-fifo[0].message.priority, fifo[0].order, key)
+                for key, fifo in state.sessions.items()
+                if (queue, key) not in self._busy and fifo[0].not_before <= now
+            )
+            next_head = 0
+            later: list[tuple[int, int, _Held]] = []
+            while len(leases) < limit:
+                plain = state.plain[0] if state.plain else None
+                head = heads[next_head] if next_head < len(heads) else None
+                if plain is None and head is None:
+                    break
+                if head is None or (plain is not None and plain[:2] < head[:2]):
+                    entry = heapq.heappop(state.plain)
+                    h = entry[2]
+                    if h.not_before > now:
+                        later.append(entry)
+                        continue
+                else:
+                    next_head += 1
+                    fifo = state.sessions[head[2]]
+                    h = fifo.popleft()
+                    if not fifo:
+                        del state.sessions[head[2]]
+                state.size -= 1
                 if h.message.delivery_count > self.max_deliveries:
                     # Delivered the maximum number of times; its last holder never settled.
                     self._spawn(self._dead_letter(h, h.message.last_error or "lease expired"))
@@ -505,11 +579,16 @@ class RabbitBus(Bus):
                 h.token = str(uuid.uuid4())
                 h.expires = now + lease_seconds
                 self._leased[h.token] = h
+                key = h.message.session_key
                 if key is not None:
                     self._busy.add((queue, key))
                 expires = _dt(h.expires)
                 assert expires is not None
                 leases.append(Lease(h.message, h.token, expires, handle=h))
+            for entry in later:
+                heapq.heappush(state.plain, entry)
+            if len(leases) >= limit:
+                return leases
         return leases
 
     # -- settle -------------------------------------------------------------------------
@@ -527,14 +606,62 @@ class RabbitBus(Bus):
         held = self._release(lease)
         if held is None:
             return False
-        try:
-            await held.incoming.ack()
-        except Exception:  # the channel is gone: the broker redelivers it
-            return False
-        return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acks.append((held, future))
+        if self._ack_flusher is None:
+            self._ack_flusher = asyncio.create_task(self._flush_acks())
+        return await asyncio.shield(future)
 
     async def ack_many(self, leases: Sequence[Lease]) -> int:
         return sum(await asyncio.gather(*(self.ack(lease) for lease in leases)))
+
+    async def _flush_acks(self) -> None:
+        """Send the acks gathered so far: a multiple ack for each channel's oldest run."""
+        try:
+            while self._acks:
+                batch, self._acks = self._acks, []
+                by_channel: dict[Any, dict[int, tuple[_Held, asyncio.Future[bool]]]] = {}
+                singles: list[tuple[_Held, asyncio.Future[bool]]] = []
+                for held, future in batch:
+                    tag = held.incoming.delivery_tag
+                    if tag is None or self._unsettled.get(held.incoming.channel) is None:
+                        singles.append((held, future))
+                    else:
+                        by_channel.setdefault(held.incoming.channel, {})[tag] = (held, future)
+                sends: list[Any] = []
+                for channel, pending in by_channel.items():
+                    tags = self._unsettled.get(channel)
+                    run: list[tuple[_Held, asyncio.Future[bool]]] = []
+                    if tags is not None:
+                        # The oldest unsettled deliveries of the channel, all being acked.
+                        for tag in tags:
+                            if tag not in pending:
+                                break
+                            run.append(pending.pop(tag))
+                    if len(run) > 1:
+                        sends.append(self._send_acks(run, multiple=True))
+                    else:
+                        singles.extend(run)
+                    singles.extend(pending.values())
+                sends.extend(self._send_acks([one], multiple=False) for one in singles)
+                await asyncio.gather(*sends)
+        finally:
+            self._ack_flusher = None
+
+    async def _send_acks(
+        self, run: list[tuple[_Held, asyncio.Future[bool]]], *, multiple: bool
+    ) -> None:
+        """Ack ``run`` (one delivery, or with ``multiple`` the oldest run up to its last)."""
+        for held, _ in run:
+            self._settled(held.incoming)
+        try:
+            await run[-1][0].incoming.ack(multiple=multiple)
+            ok = True
+        except Exception:  # the channel is gone: the broker redelivers them
+            ok = False
+        for _, future in run:
+            if not future.done():
+                future.set_result(ok)
 
     async def nack(self, lease: Lease, *, delay_seconds: float = 0.0, error: str = "") -> bool:
         held = self._release(lease)
@@ -550,7 +677,7 @@ class RabbitBus(Bus):
             held.message = retry
             held.not_before = time.time() + max(0.0, delay_seconds)
             held.token = None
-            self._queues[m.queue].ready.append(held)
+            self._queues[m.queue].push(held, front=True)
             if delay_seconds > 0:
                 asyncio.get_running_loop().call_later(delay_seconds, self._notify)
             return True
@@ -568,6 +695,7 @@ class RabbitBus(Bus):
             last_error=error,
         )
         await self._publish(copy, delay=delay_seconds)
+        self._settled(held.incoming)
         await held.incoming.ack()
         return True
 
@@ -587,6 +715,7 @@ class RabbitBus(Bus):
             original_queue=m.queue,
         )
         await self._publish(copy)
+        self._settled(held.incoming)
         await held.incoming.ack()
         self._notify()
 
@@ -604,8 +733,9 @@ class RabbitBus(Bus):
                     self._busy.discard((m.queue, m.session_key))
                     held.message = replace(m, delivery_count=m.delivery_count + 1)
                     held.token = None
-                    self._queues[m.queue].ready.append(held)
+                    self._queues[m.queue].push(held, front=True)
                 else:
+                    self._settled(held.incoming)
                     with contextlib.suppress(Exception):
                         await held.incoming.nack(requeue=True)
                 self._notify()
@@ -691,7 +821,7 @@ class RabbitBus(Bus):
         finally:
             await ch.close()
         state = self._queues.get(queue)
-        total += len(state.ready) if state else 0
+        total += state.size if state else 0
         total += sum(1 for h in self._leased.values() if h.message.queue == queue)
         if queue == QUEUE_DEADLETTER:
             total += await self._store.depth(QUEUE_DEADLETTER)
@@ -701,7 +831,7 @@ class RabbitBus(Bus):
         check_queue(queue)
         held = [h for h in self._leased.values() if h.message.queue == queue]
         state = self._queues.get(queue)
-        held += state.ready if state else []
+        held += list(state.held()) if state else []
         stamps = [h.message.enqueued_at.timestamp() for h in held if h.message.enqueued_at]
         if queue == QUEUE_DEADLETTER:
             return max(await self._store.oldest_age(queue), 0.0)
@@ -719,6 +849,7 @@ class RabbitBus(Bus):
         self._queues.clear()
         self._leased.clear()
         self._busy.clear()
+        self._unsettled.clear()
 
     async def close(self) -> None:
         if self._reaper is not None:
