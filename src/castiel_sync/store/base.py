@@ -6,7 +6,9 @@ datetimes are always timezone-aware UTC on the way out (SQLite stores them naive
 
 from __future__ import annotations
 
-import uuid
+import os
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,7 +65,49 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A new id: a time-ordered UUID (version 7, RFC 9562) as the usual 36-character
+    string. Ids made one after another in a process sort in creation order (a 12-bit
+    counter under the millisecond, carrying into it; monotonic even when the clock steps
+    back), so B-tree inserts on every table's primary key (and on indexes of foreign
+    ids) append at the right edge instead of landing on random pages: on SQLite and
+    PostgreSQL alike. The 62 low bits are random (``os.urandom``): ids stay unguessable
+    beyond their creation time."""
+    global _last_stamp
+    with _id_lock:
+        stamp = time.time_ns() // 1_000_000 << 12
+        if stamp <= _last_stamp:
+            stamp = _last_stamp + 1
+        _last_stamp = stamp
+        if not _random_pool:
+            _refill_random_pool()
+        tail = _random_pool.pop()
+    h = "%032x" % ((stamp >> 12) << 80 | _V7 | (stamp & 0xFFF) << 64 | _VARIANT | tail)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_V7 = 0x7 << 76
+_VARIANT = 0b10 << 62
+_id_lock = threading.Lock()
+_last_stamp = 0
+#: 62-bit random tails, drawn from os.urandom 512 at a time (one system call, not one
+#: per id); emptied in a forked child so parent and child never share them
+_random_pool: list[int] = []
+
+
+def _refill_random_pool() -> None:
+    chunk = os.urandom(8 * 512)
+    _random_pool.extend(
+        int.from_bytes(chunk[i : i + 8], "big") >> 2 for i in range(0, len(chunk), 8)
+    )
+
+
+def _after_fork() -> None:
+    global _id_lock
+    _id_lock = threading.Lock()
+    _random_pool.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

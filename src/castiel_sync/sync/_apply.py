@@ -11,7 +11,6 @@ write nothing.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from castiel_sync.domain.merge import three_way_merge
 from castiel_sync.domain.paths import MISSING, Path, compile_path
 from castiel_sync.domain.tenancy import TenantScope
 from castiel_sync.sdk import ExternalRecord
+from castiel_sync.store.base import new_id
 from castiel_sync.store.repositories.conflicts import ConflictRepository
 from castiel_sync.store.repositories.shards import (
     OutboxWriter,
@@ -93,16 +93,6 @@ class BatchResult:
     #: (modified_at, external_id) of the live records, for the high-water mark
     moments: list[tuple[datetime, str]] = field(default_factory=list)
     events: int = 0
-
-
-def new_id() -> str:
-    """A random (version 4) UUID string, built without ``uuid.UUID`` (3x faster; two per
-    created record on the hot path)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = "89ab"
 
 
 def _error(result: BatchResult, external_id: str, reason: str, **extra: Any) -> None:
