@@ -127,6 +127,32 @@ async def test_send_receive_ack(case: Case) -> None:
     assert await bus.oldest_age(QUEUE_WEBHOOK) == 0
 
 
+async def test_concurrent_acks_settle_exactly_their_own_messages(case: Case) -> None:
+    """Acks from concurrent handlers are batched by the backends (one DELETE, one
+    multiple ack): each still reports its own outcome, and a message still held, or lost,
+    is never settled along with the others."""
+    bus = case.bus
+    for i in range(8):
+        await bus.send(QUEUE_WEBHOOK, {"n": i}, tenant_id=TENANT)
+    leases: list = []  # type: ignore[type-arg]
+    while len(leases) < 8:
+        leases += await bus.receive(
+            [QUEUE_WEBHOOK], lease_seconds=2, max_messages=8 - len(leases), wait_seconds=5
+        )
+    held, lost = leases[2], leases[5]
+    assert await bus.nack(lost)  # its lease is gone: acking it now must fail
+    outcomes = await asyncio.gather(*(bus.ack(x) for x in leases if x is not held))
+    assert outcomes == [x is not lost for x in leases if x is not held]
+    back = await drain(bus, [QUEUE_WEBHOOK])
+    assert back == [lost.message.id]  # the held one is not visible while leased
+    # Never acked, its lease runs out and it comes back (had a batched ack covered it,
+    # it would be gone).
+    [again] = await bus.receive([QUEUE_WEBHOOK], lease_seconds=30, wait_seconds=10)
+    assert (again.message.id, again.message.delivery_count) == (held.message.id, 2)
+    assert await bus.ack(again)
+    assert await drain(bus, [QUEUE_WEBHOOK]) == []
+
+
 async def test_depth_and_oldest_age(case: Case) -> None:
     bus = case.bus
     for i in range(3):
