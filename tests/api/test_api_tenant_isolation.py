@@ -16,6 +16,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/integrations/{integration_id}/oauth/authorize"): {"scope": "tenant"},
     ("PUT", "/integrations/{integration_id}/credentials/api-key"): {"apiKey": "b-key"},
     ("POST", "/integrations/{integration_id}/sync"): {"syncType": "full"},
+    ("PUT", "/integrations/{integration_id}/webhook-secret"): {"secret": "b-secret"},
 }
 
 # Endpoints that take no tenant object, and why they are not walked with A's id.

@@ -190,6 +190,15 @@ class ApiKeyIn(CamelModel):
     )
 
 
+class WebhookSecretIn(CamelModel):
+    secret: SecretStr = Field(
+        min_length=1,
+        max_length=4000,
+        description="What the provider signs or authenticates deliveries with (HubSpot: the "
+        "app's client secret; Dataverse: the step's key; Salesforce: the relay secret).",
+    )
+
+
 class ConnectionTestOut(Out):
     ok: bool
     message: str

@@ -4,7 +4,8 @@
 - tenant scope: ``tenant-{tenantId}-{provider}-{instanceId}-oauth``
 - user scope:   ``tenant-{tenantId}-user-{userId}-{provider}-{instanceId}-oauth``
 
-and ``-apikey`` in place of ``-oauth`` for API keys.
+and ``-apikey`` in place of ``-oauth`` for API keys, ``-webhook`` for the secret a
+provider signs (or authenticates) an integration's webhook deliveries with.
 
 A name is the only thing that separates one tenant's credentials from another's, so two
 different integrations must never get the same name. The rules below make the name a
@@ -31,8 +32,8 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
-SecretKind = Literal["oauth", "apikey"]
-KINDS: tuple[SecretKind, ...] = ("oauth", "apikey")
+SecretKind = Literal["oauth", "apikey", "webhook"]
+KINDS: tuple[SecretKind, ...] = ("oauth", "apikey", "webhook")
 MAX_NAME_LENGTH = 127
 
 _ID_TOKEN = re.compile(r"[0-9a-z]+")
@@ -136,7 +137,8 @@ def integration_prefix(
 
 
 def is_integration_secret(name: str, prefix: str) -> bool:
-    """Whether ``name`` is one of the secrets (oauth, apikey) under an integration prefix."""
+    """Whether ``name`` is one of the secrets (oauth, apikey, webhook) under an integration
+    prefix."""
     return name.startswith(prefix) and name[len(prefix) :] in KINDS
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Query, Response
 
-from castiel_sync.api.deps import Access, ContextDep, TenantAccessDep
+from castiel_sync.api.deps import Access, ContextDep, TenantAccessDep, TenantAdminDep
 from castiel_sync.api.problems import (
     BadGateway,
     BadRequest,
@@ -35,6 +35,7 @@ from castiel_sync.api.schemas import (
     CallbackOut,
     ConnectionScope,
     ConnectionTestOut,
+    WebhookSecretIn,
 )
 from castiel_sync.catalog import ProviderSpec, TemplateError
 from castiel_sync.domain import secret_names
@@ -363,6 +364,34 @@ async def put_api_key(
             object_id=integration_id,
             before={"credentialSecretName": row.credential_secret_name},
             after={"credentialSecretName": name, "scope": body.scope, "kind": "apikey"},
+        )
+    return Response(status_code=204)
+
+
+@router.put(
+    "/integrations/{integration_id}/webhook-secret",
+    status_code=204,
+    summary="Store the secret the provider's webhooks to this integration are verified with",
+    description="The secret goes to the vault (`...-webhook`) and is never returned; the "
+    "webhook receiver (`/webhooks/{providerId}/{integrationId}`) answers 404 until it is set.",
+)
+async def put_webhook_secret(
+    access: TenantAdminDep, integration_id: IntegrationId, body: WebhookSecretIn
+) -> Response:
+    async with access.transaction() as repos:
+        row = await repos.integrations.get(integration_id)
+    name = secret_names.tenant_secret(access.tenant_id, row.provider_id, row.instance_id, "webhook")
+    await access.ctx.vault.put(name, body.secret.get_secret_value())
+    async with access.transaction() as repos:
+        if row.webhook_secret_name != name:
+            await repos.integrations.update(integration_id, webhook_secret_name=name)
+        await repos.audit.record(
+            **access.audit_actor(),
+            action="integration.webhook_secret.set",
+            object_type="integration",
+            object_id=integration_id,
+            before={"webhookSecretName": row.webhook_secret_name},
+            after={"webhookSecretName": name},
         )
     return Response(status_code=204)
 

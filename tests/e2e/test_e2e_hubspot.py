@@ -1,0 +1,13 @@
+"""End to end, hubspot: connect through the emulated OAuth server, full and incremental
+sync, a webhook, a write-back, a token expiring mid-sync, a burst of 429s, both sides
+equal at the end; through the API, the outbox, the bus and the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2e_support import scenario
+
+
+async def test_e2e_hubspot(e2e_cleanup: Any) -> None:
+    await scenario(await e2e_cleanup("hubspot"))
