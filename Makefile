@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/castiel-sync serve
+	$(BIN)/castiel-sync demo
 
 serve: $(STAMP)
 	$(BIN)/castiel-sync serve

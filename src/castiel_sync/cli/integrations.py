@@ -350,6 +350,7 @@ async def sync_now(
     full: bool = False,
     on_progress: Progress | None = None,
     poll_seconds: float = 0.2,
+    max_retries: int = 5,
 ) -> SyncReport:
     """Run a sync of one integration to completion in this process (every job and
     follow-up job), reporting the run's execution counts to ``on_progress`` as pages
@@ -357,7 +358,16 @@ async def sync_now(
     from castiel_sync.store.base import utcnow
     from castiel_sync.store.repositories import IntegrationRepository
     from castiel_sync.store.repositories.executions import ExecutionRepository
-    from castiel_sync.sync import InboundSync, SyncError, SyncJob, VaultCredentialProvider
+    from castiel_sync.sync import (
+        InboundSync,
+        RetryableSyncError,
+        SyncError,
+        SyncJob,
+        VaultCredentialProvider,
+        inbound_entities,
+    )
+
+    row_settings = IntegrationRepository.settings_of
 
     scope = system.scope(tenant)
     async with system.store.transaction() as session:
@@ -371,13 +381,19 @@ async def sync_now(
     engine = InboundSync(
         system.store, VaultCredentialProvider(system.vault), settings=system.settings
     )
-    job = SyncJob(
-        tenant_id=tenant,
-        integration_id=integration_id,
-        entity=entity,
-        sync_type=sync_type,
-        trigger="manual",
-    )
+    # One job per entity, run here: a fan-out job would also publish the entity jobs for
+    # the workers; follow-ups published by these jobs reach workers as no-ops.
+    entities = [entity] if entity else [m.entity for m in inbound_entities(row_settings(row))]
+    jobs = [
+        SyncJob(
+            tenant_id=tenant,
+            integration_id=integration_id,
+            entity=name,
+            sync_type=sync_type,
+            trigger="manual",
+        )
+        for name in entities
+    ]
 
     async def counts() -> dict[str, int]:
         async with system.store.transaction() as session:
@@ -395,12 +411,24 @@ async def sync_now(
 
     watcher = asyncio.create_task(watch())
     try:
-        queue = [job]
+        queue = list(jobs)
+        retries = 0
         while queue:
+            job = queue.pop(0)
             try:
-                outcome = await engine.run_job(queue.pop(0))
+                outcome = await engine.run_job(job)
+            except RetryableSyncError as exc:
+                # Rate limited or transient past the adapter's own retries: the job resumes
+                # from its last committed page, as a redelivered message would.
+                retries += 1
+                if retries > max_retries:
+                    report.errors.append(f"{job.entity}: {exc}")
+                    break
+                await asyncio.sleep(min(exc.retry_after or 1.0, 30.0))
+                queue.insert(0, job)
+                continue
             except SyncError as exc:
-                report.errors.append(str(exc))
+                report.errors.append(f"{job.entity}: {exc}")
                 break
             report.jobs += outcome.status not in {"fanned_out"}
             if outcome.status == "failed":

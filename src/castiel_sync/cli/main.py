@@ -8,6 +8,7 @@ from castiel_sync.cli.config import app as config_app
 from castiel_sync.cli.conflicts import app as conflicts_app
 from castiel_sync.cli.db import app as db_app
 from castiel_sync.cli.deadletters import app as deadletters_app
+from castiel_sync.cli.demo import demo
 from castiel_sync.cli.executions import app as executions_app
 from castiel_sync.cli.integrations import app as integrations_app
 from castiel_sync.cli.scheduler import scheduler
@@ -33,6 +34,7 @@ app.add_typer(integrations_app, name="integrations")
 app.add_typer(executions_app, name="executions")
 app.add_typer(conflicts_app, name="conflicts")
 app.add_typer(config_app, name="config")
+app.command()(demo)
 
 
 @app.command()
