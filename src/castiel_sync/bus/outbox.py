@@ -84,25 +84,36 @@ class OutboxRelay:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(wakeup.set)
 
-    def _embedded_bus(self) -> Any:
+    def _store_writer(self) -> Any:
+        """The SqlBus writing to this relay's SQLite file: the bus itself (embedded) or
+        the store a RabbitMQ bus keeps its dedup window in; None otherwise."""
         from castiel_sync.bus.sql import SqlBus
 
         bus = self.router.bus
-        if isinstance(bus, SqlBus) and bus.shares_sqlite_file(self.engine):
-            return bus
+        for candidate in (bus, getattr(bus, "_store", None)):
+            if isinstance(candidate, SqlBus) and candidate.shares_sqlite_file(self.engine):
+                return candidate
         return None
 
     async def run_once(self) -> int:
         """Relay one batch of committed rows; returns how many were sent."""
-        embedded = self._embedded_bus()
-        if embedded is not None:
-            # One thread hop to read, one transaction to enqueue and mark.
-            rows = await embedded._read(self._pending_rows)
-            if rows:
-                ids = [r.id for r in rows]
-                await embedded.send_many_with(
+        store = self._store_writer()
+        if store is not None:
+            # SQLite through the bus's writer thread: one hop to read; on the embedded
+            # bus one transaction enqueues and marks, else the send, then the mark.
+            rows = await store._read(self._pending_rows)
+            if not rows:
+                return 0
+            ids = [r.id for r in rows]
+            if store is self.router.bus:
+                await store.send_many_with(
                     self._outgoing(rows), also=lambda conn: self._mark_sync(conn, ids)
                 )
+            else:
+                out = self._outgoing(rows)
+                if out:
+                    await self.router.bus.send_many(out)
+                await store._tx(self._mark_sync, ids)
             return len(rows)
         if self._pg:
             # Row locks keep two relays off the same rows; held only for the send.

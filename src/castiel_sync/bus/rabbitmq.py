@@ -321,12 +321,17 @@ class RabbitBus(Bus):
             "castiel-queue": queue,
             "castiel-target": target,
             "castiel-tenant": tenant_id,
-            "castiel-priority": priority,
-            "castiel-json": is_json,
-            "castiel-count": count,
             # Epochs travel as integer microseconds (pamqp sends a float as 32 bits).
             "castiel-enqueued": _us(enqueued if enqueued is not None else time.time()),
         }
+        # Defaults (priority 0, JSON body, no earlier deliveries) are left out: every
+        # header is encoded and decoded per message, and the reader assumes them.
+        if priority:
+            headers["castiel-priority"] = priority
+        if not is_json:
+            headers["castiel-json"] = 0
+        if count:
+            headers["castiel-count"] = count
         if session_key is not None:
             headers["castiel-session"] = session_key
         if not_before is not None:
