@@ -338,8 +338,6 @@ class Demo:
         }
 
     async def connect(self, result: StepResult) -> None:
-        from castiel_sync.store.repositories import IntegrationRepository
-
         profile, oauth = self.profile, self.report.oauth
         client_secret = oauth.clients[CLIENT_ID].client_secret
         await self.api(
@@ -385,14 +383,12 @@ class Demo:
             raise StepFailed(f"/oauth/callback answered {answer.status_code}: {answer.text}")
         connected = answer.json()
         await self.api("POST", f"/integrations/{integration_id}/activate")
-        # Webhooks: the relay's signing secret, kept in the vault (there is no API for
-        # registering webhook endpoints yet, so the demo stores it as an operator would).
-        secret_name = f"tenant-{TENANT}-{profile.provider_id}-{INSTANCE}-webhook"
-        await self.system.vault.put(secret_name, self.report.emulator.webhook_secret)
-        async with self.system.store.transaction() as session:
-            await IntegrationRepository(session, self.system.scope(TENANT)).update(
-                integration_id, webhook_secret_name=secret_name
-            )
+        # Webhooks: the secret the provider's deliveries are verified with.
+        await self.api(
+            "PUT",
+            f"/integrations/{integration_id}/webhook-secret",
+            json={"secret": self.report.emulator.webhook_secret},
+        )
         token_calls = [c for c in oauth.token_calls if c.grant_type == "authorization_code"]
         if not token_calls or token_calls[-1].status != 200:
             raise StepFailed("the code was not exchanged at the emulator's token endpoint")
