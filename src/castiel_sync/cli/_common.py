@@ -94,7 +94,10 @@ def err_console() -> Console:
 
 
 def out_console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal:  # piped or captured: no wrapping of table cells at 80
+        console.width = max(console.width, 200)
+    return console
 
 
 def check_tenant(tenant: str) -> str:

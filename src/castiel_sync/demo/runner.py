@@ -255,6 +255,7 @@ class Demo:
             if self.report.steps[0].ok and not self.options.non_interactive:
                 self.console.print("\n[dim]Serving until Ctrl-C…[/dim]")
                 await self.stop.wait()
+                self.console.print("[dim]Stopping: draining in-flight work…[/dim]")
         finally:
             await self.shutdown()
         return self.report
@@ -610,6 +611,12 @@ class Demo:
             raise StepFailed(f"no merge decision giving phone to the later edit: {phone}")
         if castiel_side["website"] != bob[f["website"]]:
             raise StepFailed("Bob's website was lost")
+
+        async def refused_while_paused() -> list[Any]:
+            dead = await self.api("GET", "/dead-letters")
+            return [d for d in dead if "paused" in str(d.get("lastError", ""))]
+
+        refused = await wait_for(refused_while_paused, within=5) or []
         self.report.facts["conflict"] = {
             "entity": entity,
             "externalId": record,
@@ -626,6 +633,8 @@ class Demo:
             "phone, changed on both sides": f"{profile.display}'s later edit "
             f"({castiel_side['phone']}) by last_write_wins",
             "both sides equal": "yes",
+            "while paused": f"{len(refused)} write-back refused and dead-lettered "
+            "(castiel-sync deadletters list)",
         }
 
     async def rate_limit(self, result: StepResult) -> None:
