@@ -137,14 +137,14 @@ def make_adapter_class() -> type:
                     params["since"] = _stamp((options.since - EPOCH).total_seconds())
                 response = await self.request("GET", "/services/data/v62.0/query", params=params)
             body = orjson.loads(response.content)
-            records = []
-            for raw in body["records"]:
-                stamp = parse_time(raw["SystemModstamp"])
-                records.append(
-                    ExternalRecord.model_construct(
-                        external_id=raw["Id"], data=raw, modified_at=stamp, deleted=False
-                    )
+            # The validating constructor: on pydantic 2.14 it is faster than
+            # model_construct (which loops over the fields in Python).
+            records = [
+                ExternalRecord(
+                    external_id=raw["Id"], data=raw, modified_at=parse_time(raw["SystemModstamp"])
                 )
+                for raw in body["records"]
+            ]
             cursor = body.get("nextRecordsUrl")
             return FetchResult.model_construct(
                 records=records,

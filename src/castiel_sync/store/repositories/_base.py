@@ -217,47 +217,51 @@ def _sqlite_prepared(
     through SQLAlchemy's per-row parameter building and type processors: the sync engine's
     hot path writes thousands of rows a second. The stored text is exactly what the column
     types store and read back. None (use the ordinary path) when a column has another
-    bind processor."""
+    bind processor.
+
+    Per (table, columns) the statement is compiled once, together with a generated
+    function that turns a row dict into the parameter tuple in the statement's order
+    (one comprehension, no per-value loop)."""
     names = tuple(rows[0])
     key = (table.name, names)
     cached = _SQLITE_INSERTS.get(key)
     if cached is None:
-        converters: list[Any] = []
+        kinds: dict[str, str] = {}
         for name in names:
             column_type = table.c[name].type
             if isinstance(column_type, UTCDateTime):
-                converters.append(_sqlite_datetime)
+                kinds[name] = "dt"
             elif isinstance(column_type, JSON):
-                converters.append(_json_text)
+                kinds[name] = "js"
             elif column_type.bind_processor(dialect) is None:
-                converters.append(None)
+                kinds[name] = ""
             else:
                 return None
         stmt = insert(table).values({name: bindparam(name) for name in names})
         compiled = stmt.compile(dialect=dialect)
-        order = [names.index(name) for name in compiled.positiontup or ()]
-        cached = (str(compiled), order, converters)
+        order = list(compiled.positiontup or ())
+        if sorted(order) != sorted(names):
+            return None
+        values = ", ".join(
+            f"{kinds[name]}(r[{name!r}])" if kinds[name] else f"r[{name!r}]" for name in order
+        )
+        source = f"def convert(rows, dt, js):\n    return [({values},) for r in rows]\n"
+        namespace: dict[str, Any] = {}
+        exec(source, namespace)  # noqa: S102 - generated from the table's own column names
+        cached = (str(compiled), namespace["convert"])
         _SQLITE_INSERTS[key] = cached
-    sql, order, converters = cached
-    dates = [i for i, c in enumerate(converters) if c is _sqlite_datetime]
-    others = [(i, c) for i, c in enumerate(converters) if c is not None and i not in dates]
-    identity = order == list(range(len(names)))
+    sql, convert = cached
     seen: dict[int, str | None] = {}  # a batch's rows mostly share one "now"
-    params = []
-    for row in rows:
-        values = [row[name] for name in names]
-        for index in dates:
-            value = values[index]
-            if value is not None:
-                key_id = id(value)
-                text = seen.get(key_id)
-                if text is None:
-                    text = seen[key_id] = _sqlite_datetime(value)
-                values[index] = text
-        for index, convert in others:
-            values[index] = convert(values[index])
-        params.append(tuple(values) if identity else tuple([values[i] for i in order]))
-    return sql, params
+
+    def dt(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = seen.get(id(value))  # the rows keep every value alive meanwhile
+        if text is None:
+            text = seen[id(value)] = _sqlite_datetime(value)
+        return text
+
+    return sql, convert(rows, dt, _json_text)
 
 
 _SQLITE_INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
