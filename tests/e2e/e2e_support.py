@@ -21,6 +21,7 @@ against the real clock (HubSpot v3 and Standard Webhooks allow 5 minutes).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -282,8 +283,8 @@ class E2E:
                 lease_seconds=self.worker.lease_seconds,
                 max_messages=self.worker.concurrency,
             )
-            for lease in leases:
-                await self.worker.process(lease)
+            # Concurrently, as ``Worker.run`` does with the leases of one receive.
+            await asyncio.gather(*(self.worker.process(lease) for lease in leases))
             handled += len(leases)
             if not relayed and not leases:
                 return handled
@@ -517,6 +518,9 @@ async def build(case: ProviderCase, db_url: str, data_dir: Path) -> Built:
         engine=ctx.engine,
         settings=settings,
         queues=INBOUND_QUEUES + OUTBOUND_QUEUES,
+        # A job over the tenant's concurrent-sync limit waits as a delayed copy on the
+        # bus, whose delays are real time: here it is ready at the next round instead.
+        capacity_retry=0.0,
     )
     relay = OutboxRelay(ctx.engine, Router(bus))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=API_BASE)
@@ -657,7 +661,8 @@ async def scenario(e: E2E) -> None:
     rejected_before = sum(1 for r in emu.requests if r.status == 401)
     await e.sync_now("incremental")
     await e.run_until_idle()
-    assert sum(1 for r in emu.requests if r.status == 401) == rejected_before + 1
+    # Jobs running side by side may each meet the dead token; one refresh serves them all.
+    assert sum(1 for r in emu.requests if r.status == 401) > rejected_before
     assert e.oauth.token_call_count("refresh_token") == refreshes + 1
     fresh = await e.stored_token()
     assert fresh["access_token"] != old["access_token"]

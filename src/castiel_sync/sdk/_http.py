@@ -535,7 +535,9 @@ class HttpAdapter(IntegrationAdapter):
             )
         self.credentials = credentials
         if credentials.instance_url and self._client is not None:
-            self._client.base_url = httpx.URL(credentials.instance_url)
+            # Through base_url_for, as connect() does: an adapter may normalise the address
+            # (Dataverse takes the Web API endpoint and keeps the org URL).
+            self._client.base_url = httpx.URL(self.base_url_for(credentials))
 
     def _retry_delay(self, error: AdapterError, attempt: int, may_retry: bool) -> float | None:
         policy = self.retry_policy
