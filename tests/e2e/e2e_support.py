@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,17 +107,22 @@ class ProviderCase:
         return {self.external_names[k]: self.external_value(k, v) for k, v in fields.items()}
 
 
-def _salesforce(clock: FakeClock) -> tuple[OAuthEmulator, ProviderEmulator]:
-    # Rotation is opt-in for a connected app; on here, so the old refresh token dies.
-    oauth = salesforce_oauth(
-        clock=clock,
-        instance_url="https://acme.my.salesforce.com",
-        login_url="https://login.salesforce.com",
-        rotate_refresh_tokens=True,
-    )
-    return oauth, SalesforceEmulator(
-        clock=clock, oauth=oauth, base_url="https://acme.my.salesforce.com"
-    )
+def _salesforce_with(rotate: bool) -> Callable[[FakeClock], tuple[OAuthEmulator, Any]]:
+    """Rotation is opt-in for a connected app: off, a refresh answers without a refresh
+    token (the stored one stays); on, each refresh returns a new one and the old dies."""
+
+    def build(clock: FakeClock) -> tuple[OAuthEmulator, ProviderEmulator]:
+        oauth = salesforce_oauth(
+            clock=clock,
+            instance_url="https://acme.my.salesforce.com",
+            login_url="https://login.salesforce.com",
+            rotate_refresh_tokens=rotate,
+        )
+        return oauth, SalesforceEmulator(
+            clock=clock, oauth=oauth, base_url="https://acme.my.salesforce.com"
+        )
+
+    return build
 
 
 def _dynamics(clock: FakeClock) -> tuple[OAuthEmulator, ProviderEmulator]:
@@ -156,9 +161,9 @@ CASES: dict[str, ProviderCase] = {
             "employees": "NumberOfEmployees",
         },
         template_values={"login_host": "login.salesforce.com"},
-        rotates=True,
-        keeps_used_refresh_tokens=False,
-        build=_salesforce,
+        rotates=False,
+        keeps_used_refresh_tokens=True,
+        build=_salesforce_with(rotate=False),
         seed=lambda emu, data: emu.seed("Account", data),
         change=lambda emu, rid, changes: emu.touch("Account", rid, changes),
         read=lambda emu, rid: emu.row("Account", rid, include_deleted=False),
@@ -207,6 +212,14 @@ CASES: dict[str, ProviderCase] = {
         to_castiel=lambda f, v: int(v) if f == "employees" and v is not None else v,
     ),
 }
+
+
+CASES["salesforce_rotating"] = replace(
+    CASES["salesforce"],
+    rotates=True,
+    keeps_used_refresh_tokens=False,
+    build=_salesforce_with(rotate=True),
+)
 
 
 def company(i: int) -> dict[str, Any]:
@@ -669,6 +682,9 @@ async def scenario(e: E2E) -> None:
     assert e.oauth.refresh_token_is_valid(fresh["refresh_token"])
     if case.rotates:
         assert fresh["refresh_token"] != old["refresh_token"]
+    else:  # kept: the provider answered without one, or with the same one
+        assert fresh["refresh_token"] == old["refresh_token"]
+    assert fresh.get("instance_url") == old.get("instance_url")
     assert (await e.integration())["status"] == "active"
     shards = await e.assert_both_sides_equal()
     bumped = {rid for rid, s in shards.items() if s["version"] != versions[rid]}

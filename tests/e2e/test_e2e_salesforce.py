@@ -11,3 +11,8 @@ from e2e_support import scenario
 
 async def test_e2e_salesforce(e2e_cleanup: Any) -> None:
     await scenario(await e2e_cleanup("salesforce"))
+
+
+async def test_e2e_salesforce_rotating_refresh_tokens(e2e_cleanup: Any) -> None:
+    """The connected app rotates refresh tokens: the used one dies, the new one is kept."""
+    await scenario(await e2e_cleanup("salesforce_rotating"))
