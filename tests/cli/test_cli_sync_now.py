@@ -56,7 +56,7 @@ async def test_sync_now_against_the_emulator(dep: Deployment) -> None:
     profile = PROFILES["salesforce"]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    emulator, oauth = profile.build(WallClock(), url)
+    emulator, oauth = profile.build(WallClock(), url, "client-secret")
     seeded = profile.seed(emulator, 40)
     server = LoopbackServer(EmulatorApp(emulator, oauth), port)
     await server.start()

@@ -291,23 +291,30 @@ class ProviderProfile:
 
     provider_id: str
     display: str
-    build: Callable[[WallClock, str], tuple[ProviderEmulator, OAuthEmulator]]
+    #: (clock, the emulator's URL, the OAuth app's client secret) -> (API, OAuth server)
+    build: Callable[[WallClock, str, str], tuple[ProviderEmulator, OAuthEmulator]]
     seed: Callable[[ProviderEmulator, int], Seeded]
     #: entity whose records the webhook, write-back and conflict steps edit
     company_entity: str
     #: entity whose records the 429 step edits
     contact_entity: str
-    #: Castiel field -> provider field, for the company edits
+    #: Castiel field -> provider field, for the company edits: "phone", "website" and
+    #: "other" (a third field, only Castiel's side edits it in the conflict step)
     company_fields: dict[str, str]
+    other_field: str
     contact_title_field: str
     #: change a record as a user of the provider would
     edit: Callable[[ProviderEmulator, str, str, dict[str, Any]], None]
     read: Callable[[ProviderEmulator, str, str], dict[str, Any]]
     #: the signed webhook body announcing that change (None: the provider has none)
     webhook: Callable[[ProviderEmulator, str, str, dict[str, Any]], Any] | None = None
+    #: the connection's template values (POST .../oauth/authorize ``templateValues``)
+    template_values: dict[str, str] = field(default_factory=dict)
 
 
-def _salesforce_build(clock: WallClock, base_url: str) -> tuple[ProviderEmulator, OAuthEmulator]:
+def _salesforce_build(
+    clock: WallClock, base_url: str, client_secret: str
+) -> tuple[ProviderEmulator, OAuthEmulator]:
     from castiel_sync.testing.emulators.salesforce import SalesforceEmulator, salesforce_oauth
 
     oauth = salesforce_oauth(clock=clock, instance_url=base_url, login_url=base_url)
@@ -399,6 +406,191 @@ def _salesforce_webhook(
     return emulator.change_event(entity, [record_id], "UPDATE", changed_fields=fields)  # type: ignore[attr-defined]
 
 
+def _hubspot_build(
+    clock: WallClock, base_url: str, client_secret: str
+) -> tuple[ProviderEmulator, OAuthEmulator]:
+    from castiel_sync.testing.emulators.hubspot import HubSpotEmulator, hubspot_oauth
+
+    # HubSpot's token response names no API host; the demo's emulator adds its own address
+    # (as Salesforce's instance_url does) so the adapter calls the emulator, not hubapi.com.
+    oauth = hubspot_oauth(clock, base_url=base_url, extra_token_fields={"instance_url": base_url})
+    # HubSpot signs webhooks with the app's client secret.
+    emulator = HubSpotEmulator(
+        clock=clock, oauth=oauth, base_url=base_url, webhook_secret=client_secret
+    )
+    return emulator, oauth
+
+
+def _hubspot_seed(emulator: ProviderEmulator, records: int) -> Seeded:
+    rng = random.Random(2026)  # noqa: S311 - demo data, not security
+    n_companies = max(4, records // 4)
+    n_contacts = max(4, records // 2)
+    n_deals = max(2, records - n_companies - n_contacts)
+    seeded = Seeded({"companies": [], "contacts": [], "deals": []})
+    store = emulator.store
+    for i in range(n_companies):
+        name = f"{rng.choice(_PREFIX)} {rng.choice(_SUFFIX)} {i + 1}"
+        city, country = rng.choice(_CITY)
+        seeded.ids["companies"].append(
+            store["companies"]
+            .create(
+                {
+                    "name": name,
+                    "domain": f"{_slug(name)}.example",
+                    "website": f"https://{_slug(name)}.example",
+                    "industry": rng.choice(_INDUSTRY).upper(),
+                    "phone": f"+1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+                    "city": city,
+                    "country": country,
+                    "numberofemployees": str(rng.choice([12, 45, 120, 800, 2500])),
+                }
+            )
+            .id
+        )
+    for _ in range(n_contacts):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        seeded.ids["contacts"].append(
+            store["contacts"]
+            .create(
+                {
+                    "firstname": first,
+                    "lastname": last,
+                    "email": f"{_slug(first)}.{_slug(last)}.{rng.randint(1, 9999)}@example.com",
+                    "jobtitle": rng.choice(_TITLE),
+                    "phone": f"+1 555 {rng.randint(100, 999)} 0101",
+                }
+            )
+            .id
+        )
+    for _ in range(n_deals):
+        close = datetime.now(UTC) + timedelta(days=rng.randint(-60, 180))
+        seeded.ids["deals"].append(
+            store["deals"]
+            .create(
+                {
+                    "dealname": f"{rng.choice(_PREFIX)} — {rng.choice(_DEAL)}",
+                    "amount": str(rng.randrange(5_000, 500_000, 500)),
+                    "dealstage": "appointmentscheduled",
+                    "pipeline": "default",
+                    "closedate": close.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                }
+            )
+            .id
+        )
+    return seeded
+
+
+def _store_edit(
+    emulator: ProviderEmulator, entity: str, record_id: str, fields: dict[str, Any]
+) -> None:
+    emulator.store[entity].update(record_id, fields)
+
+
+def _store_read(emulator: ProviderEmulator, entity: str, record_id: str) -> dict[str, Any]:
+    record = emulator.store[entity].get(record_id)
+    if record is None:
+        raise KeyError(record_id)
+    return dict(record.data)
+
+
+def _store_webhook(
+    emulator: ProviderEmulator, entity: str, record_id: str, fields: dict[str, Any]
+) -> Any:
+    record = emulator.store[entity].get(record_id)
+    assert record is not None
+    return emulator.webhook_payload(entity, record, "updated")
+
+
+DYNAMICS_TENANT = "contoso.onmicrosoft.com"
+DYNAMICS_ORG = {"tenant": DYNAMICS_TENANT, "org": "contoso", "region": "crm"}
+
+
+def _dynamics_build(
+    clock: WallClock, base_url: str, client_secret: str
+) -> tuple[ProviderEmulator, OAuthEmulator]:
+    from castiel_sync.testing.emulators.dynamics365 import (
+        API,
+        DataverseOAuth,
+        Dynamics365Emulator,
+    )
+
+    # Tokens are for the org the connection names (https://contoso.crm.dynamics.com); the
+    # demo's token response adds the emulator's address so the adapter calls it.
+    oauth = DataverseOAuth(
+        resource="https://contoso.crm.dynamics.com",
+        clock=clock,
+        base_url=base_url,
+        authorize_path=f"/{DYNAMICS_TENANT}/oauth2/v2.0/authorize",
+        token_path=f"/{DYNAMICS_TENANT}/oauth2/v2.0/token",
+        rotate_refresh_tokens=False,
+        reissue_refresh_token=False,
+        extra_token_fields={"instance_url": base_url + API},
+    )
+    emulator = Dynamics365Emulator(
+        clock=clock, oauth=oauth, base_url=base_url, tenant=DYNAMICS_TENANT
+    )
+    return emulator, oauth
+
+
+def _dynamics_seed(emulator: ProviderEmulator, records: int) -> Seeded:
+    rng = random.Random(2026)  # noqa: S311 - demo data, not security
+    n_accounts = max(4, records // 4)
+    n_contacts = max(4, records // 2)
+    n_opps = max(2, records - n_accounts - n_contacts)
+    seeded = Seeded({"account": [], "contact": [], "opportunity": []})
+    store = emulator.store
+    for i in range(n_accounts):
+        name = f"{rng.choice(_PREFIX)} {rng.choice(_SUFFIX)} {i + 1}"
+        city, country = rng.choice(_CITY)
+        seeded.ids["account"].append(
+            store["account"]
+            .create(
+                {
+                    "name": name,
+                    "websiteurl": f"https://{_slug(name)}.example",
+                    "telephone1": f"+1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+                    "address1_city": city,
+                    "address1_country": country,
+                    "numberofemployees": rng.choice([12, 45, 120, 800, 2500]),
+                    "description": f"{name}, customer since {rng.randint(2009, 2025)}",
+                }
+            )
+            .id
+        )
+    for _ in range(n_contacts):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        seeded.ids["contact"].append(
+            store["contact"]
+            .create(
+                {
+                    "firstname": first,
+                    "lastname": last,
+                    "fullname": f"{first} {last}",
+                    "emailaddress1": f"{_slug(first)}{rng.randint(1, 999)}@example.com",
+                    "jobtitle": rng.choice(_TITLE),
+                    "telephone1": f"+1 555 {rng.randint(100, 999)} 0101",
+                }
+            )
+            .id
+        )
+    for _ in range(n_opps):
+        close = date.today() + timedelta(days=rng.randint(-60, 180))
+        seeded.ids["opportunity"].append(
+            store["opportunity"]
+            .create(
+                {
+                    "name": f"{rng.choice(_PREFIX)} — {rng.choice(_DEAL)}",
+                    "estimatedvalue": float(rng.randrange(5_000, 500_000, 500)),
+                    "stepname": rng.choice(["1-Qualify", "2-Develop", "3-Propose", "4-Close"]),
+                    "estimatedclosedate": close.isoformat(),
+                    "closeprobability": rng.choice([10, 20, 40, 60, 80]),
+                }
+            )
+            .id
+        )
+    return seeded
+
+
 PROFILES: dict[str, ProviderProfile] = {
     "salesforce": ProviderProfile(
         provider_id="salesforce",
@@ -407,16 +599,45 @@ PROFILES: dict[str, ProviderProfile] = {
         seed=_salesforce_seed,
         company_entity="Account",
         contact_entity="Contact",
-        company_fields={
-            "phone": "Phone",
-            "website": "Website",
-            "industry": "Industry",
-            "description": "Description",
-        },
+        company_fields={"phone": "Phone", "website": "Website", "industry": "Industry"},
+        other_field="industry",
         contact_title_field="Title",
         edit=_salesforce_edit,
         read=_salesforce_read,
         webhook=_salesforce_webhook,
+    ),
+    "hubspot": ProviderProfile(
+        provider_id="hubspot",
+        display="HubSpot",
+        build=_hubspot_build,
+        seed=_hubspot_seed,
+        company_entity="companies",
+        contact_entity="contacts",
+        company_fields={"phone": "phone", "website": "website", "industry": "industry"},
+        other_field="industry",
+        contact_title_field="jobtitle",
+        edit=_store_edit,
+        read=_store_read,
+        webhook=_store_webhook,
+    ),
+    "dynamics365": ProviderProfile(
+        provider_id="dynamics365",
+        display="Dynamics 365",
+        build=_dynamics_build,
+        seed=_dynamics_seed,
+        company_entity="account",
+        contact_entity="contact",
+        company_fields={
+            "phone": "telephone1",
+            "website": "websiteurl",
+            "description": "description",
+        },
+        other_field="description",
+        contact_title_field="jobtitle",
+        edit=_store_edit,
+        read=_store_read,
+        webhook=_store_webhook,
+        template_values=DYNAMICS_ORG,
     ),
 }
 

@@ -38,6 +38,7 @@ from castiel_sync.demo.emulators import (
     free_port,
 )
 from castiel_sync.settings import Settings
+from castiel_sync.testing import send_webhook
 
 MARKER = ".castiel-demo"
 TENANT = "demo"
@@ -293,8 +294,9 @@ class Demo:
         # The provider emulator and its OAuth server, on loopback.
         clock = WallClock()
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        emulator, oauth = self.profile.build(clock, emulator_url)
-        oauth.register_client(CLIENT_ID, secrets.token_urlsafe(24), [base + "/oauth/callback"])
+        client_secret = secrets.token_urlsafe(24)
+        emulator, oauth = self.profile.build(clock, emulator_url, client_secret)
+        oauth.register_client(CLIENT_ID, client_secret, [base + "/oauth/callback"])
         self.report.emulator, self.report.oauth = emulator, oauth
         self.report.emulator_url = emulator_url
         emulator_server = LoopbackServer(EmulatorApp(emulator, oauth), emulator_port)
@@ -368,7 +370,11 @@ class Demo:
         integration_id = integration["id"]
         self.report.integration_id = integration_id
         # The admin asks for the provider's consent page...
-        authorize = await self.api("POST", f"/integrations/{integration_id}/oauth/authorize")
+        authorize = await self.api(
+            "POST",
+            f"/integrations/{integration_id}/oauth/authorize",
+            json={"scope": "tenant", "templateValues": profile.template_values},
+        )
         url = authorize["authorizationUrl"]
         # ...the browser opens it, the provider approves and redirects back to the API...
         async with httpx.AsyncClient(timeout=30) as browser:
@@ -478,7 +484,10 @@ class Demo:
             raise NotAvailable(f"the {profile.display} emulator sends no webhooks")
         url = f"{self.report.base_url}/webhooks/{profile.provider_id}/{self.report.integration_id}"
         payload = profile.webhook(emulator, entity, record_id, fields)
-        response = await emulator.send_webhook(url, payload, url=url)
+        # Signed as the provider signs it; posted where the provider posts it (Dataverse
+        # puts its key in the URL's query).
+        delivery = emulator.build_webhook(payload, url=url)
+        response = await send_webhook(delivery.url, delivery)
         return int(response.status_code)
 
     async def webhook(self, result: StepResult) -> None:
@@ -575,7 +584,8 @@ class Demo:
         if shard is None:
             raise StepFailed(f"no shard for {entity} {record}")
         integration = self.report.integration_id
-        alice = {"phone": "+47 2200 0001", "industry": "Consulting"}
+        other = profile.other_field
+        alice = {"phone": "+47 2200 0001", other: "CONSULTING"}
         bob = {f["phone"]: "+33 1 7000 0002", f["website"]: "https://bob.example"}
         await self.api("POST", f"/integrations/{integration}/pause")
         await self.api("PATCH", f"/shards/{shard.id}", json={"changes": alice})
@@ -589,18 +599,18 @@ class Demo:
 
         async def settled() -> Any:
             row = profile.read(emulator, entity, record)
-            if row.get(f["industry"]) != alice["industry"]:
+            if row.get(f[other]) != alice[other]:
                 return None
             return await self._synced(entity, record)
 
         if not await wait_for(settled, within=20):
             rel = await self._relationship(entity, record)
             state = f" (relationship {rel.sync_status}: {rel.last_error})" if rel else ""
-            raise StepFailed(f"Alice's industry did not reach {profile.display}{state}")
+            raise StepFailed(f"Alice's {other} did not reach {profile.display}{state}")
         final = await self._shard_of(entity, record)
         external = profile.read(emulator, entity, record)
-        castiel_side = {k: final.structured_data.get(k) for k in ("phone", "industry", "website")}
-        provider_side = {k: external.get(f[k]) for k in ("phone", "industry", "website")}
+        castiel_side = {k: final.structured_data.get(k) for k in ("phone", other, "website")}
+        provider_side = {k: external.get(f[k]) for k in ("phone", other, "website")}
         if castiel_side != provider_side:
             raise StepFailed(f"the sides differ: Castiel {castiel_side}, provider {provider_side}")
         decisions = {
@@ -628,7 +638,7 @@ class Demo:
             "decisions": decisions,
         }
         result.figures = {
-            "industry": f"Castiel's ({alice['industry']}), written back",
+            other: f"Castiel's ({alice[other]}), written back",
             "website": f"{profile.display}'s ({bob[f['website']]})",
             "phone, changed on both sides": f"{profile.display}'s later edit "
             f"({castiel_side['phone']}) by last_write_wins",
