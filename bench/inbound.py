@@ -34,6 +34,8 @@ from typing import Any
 PAGE = 2000
 #: SQLite page cache (MB) for the run; SQLite's default is 2 MB (``--sqlite-cache-mb``)
 CACHE_MB = int(os.environ.get("CASTIEL_BENCH_SQLITE_CACHE_MB", "0"))
+#: the phase ``--profile`` profiles (first_import, unchanged_resync, incremental_1000_changes)
+PROFILE_PHASE = os.environ.get("CASTIEL_BENCH_PROFILE_PHASE", "first_import")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -258,10 +260,10 @@ async def run_one(records: int, profile: bool) -> dict[str, Any]:
 
     async def phase(name: str, sync_type: str, expect: int) -> None:
         started, cpu = time.perf_counter(), time.process_time()
-        if profiler is not None and name == "first_import":
+        if profiler is not None and name == PROFILE_PHASE:
             profiler.enable()
         outcomes = await sync.run_to_completion(job(sync_type))
-        if profiler is not None and name == "first_import":
+        if profiler is not None and name == PROFILE_PHASE:
             profiler.disable()
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu

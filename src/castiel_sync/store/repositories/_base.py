@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 
 from castiel_sync.domain.tenancy import Scope, SystemScope, TenantId, TenantScope
 from castiel_sync.store.base import Base, UTCDateTime
@@ -97,14 +99,37 @@ class ScopedRepository(Generic[RowT]):
 
     # -- statement builders: the only way a repository makes a statement -------------------
 
-    def _select(self, *columns: Any, model: type[Any] | None = None) -> Select[Any]:
+    def _select(
+        self, *columns: Any, model: type[Any] | None = None, scope_index: bool = True
+    ) -> Select[Any]:
+        """``scope_index=False``: the statement has a far more selective indexed term
+        (a key ``IN`` list); see :meth:`_scope_terms`."""
         target = model or self.model
         stmt = select(*columns) if columns else select(target)
-        return stmt.where(*self._criteria(target, write=False))
+        return stmt.where(*self._scope_terms(target, write=False, index=scope_index))
 
-    def _update(self, model: type[Any] | None = None) -> Update:
+    def _update(self, model: type[Any] | None = None, *, scope_index: bool = True) -> Update:
         target = model or self.model
-        return update(target).where(*self._criteria(target, write=True))
+        return update(target).where(*self._scope_terms(target, write=True, index=scope_index))
+
+    def _scope_terms(
+        self, model: type[Any], *, write: bool, index: bool
+    ) -> list[ColumnElement[bool]]:
+        """The scope's criteria. With ``index=False`` on SQLite, each ``column = value``
+        term becomes ``+column = value`` (SQLite's documented way to keep a term from
+        choosing an index; the rows it filters are the same). Without ``ANALYZE``
+        statistics SQLite's planner prefers the ``tenant_id`` index, which holds every
+        row of the tenant, over a unique key probed with an ``IN`` list: at 100,000
+        relationships a page's lookup scanned them all. PostgreSQL plans from its
+        statistics and is left alone."""
+        terms = self._criteria(model, write=write)
+        if index or not terms or not self._is_sqlite():
+            return terms
+        return [_not_indexed(term) for term in terms]
+
+    def _is_sqlite(self) -> bool:
+        bind = self._session.bind
+        return bind is not None and bind.dialect.name == "sqlite"
 
     def _delete(self, model: type[Any] | None = None) -> Delete:
         target = model or self.model
@@ -197,6 +222,22 @@ class ScopedRepository(Generic[RowT]):
     def _forget(self, row: Any) -> None:
         """Detach a deleted row so it reads as it was."""
         self._session.expunge(row)
+
+
+_UNARY_PLUS = operators.custom_op("+")
+
+
+def _not_indexed(term: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``column = value`` as ``+column = value`` (SQLite only)."""
+    if (
+        isinstance(term, BinaryExpression)
+        and term.operator is operators.eq
+        and isinstance(term.left, ColumnElement)
+    ):
+        left = term.left
+        plus = UnaryExpression(left, operator=_UNARY_PLUS, type_=left.type)
+        return plus == term.right  # type: ignore[no-any-return]
+    return term
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:

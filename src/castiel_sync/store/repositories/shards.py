@@ -4,7 +4,9 @@ shard's ``external_relationships``).
 Both repositories are bulk-capable: the sync engine applies a page of up to 1000 records
 with a handful of statements (one SELECT of the page's relationships, executemany inserts
 and updates), never one round trip per record. Single-row methods (``get``, ``for_shard``)
-serve the API and the outbound worker.
+serve the API and the outbound worker. Lookups by a key ``IN`` list (or by shard) pass
+``scope_index=False`` (``ScopedRepository._scope_terms``): on SQLite the tenant term must
+not choose the ``tenant_id`` index, which holds all the tenant's rows, over the key's.
 
 A relationship's dedup key is ``(integration_id, entity, external_id)``. Its lifecycle:
 ``sync_status`` ``synced`` / ``pending`` (a write-back is owed) / ``failed`` / ``deleted``
@@ -89,7 +91,7 @@ class ShardRepository(ScopedRepository[ShardRow]):
             return {}
         stmt = self._select(
             S.id, S.structured_data, S.history, S.version, S.shard_type, S.updated_at, S.deleted_at,
-            model=S,
+            model=S, scope_index=False,
         ).where(S.id.in_(ids))  # fmt: skip
         return {row.id: row for row in (await self._execute(stmt)).all()}
 
@@ -123,13 +125,13 @@ class ShardRepository(ScopedRepository[ShardRow]):
         those that were live."""
         if not shard_ids:
             return []
-        live = self._select(S.id, S.shard_type, S.version, model=S).where(
+        live = self._select(S.id, S.shard_type, S.version, model=S, scope_index=False).where(
             S.id.in_(list(shard_ids)), S.deleted_at.is_(None)
         )
         rows = list((await self._execute(live)).all())
         if rows:
             await self._execute(
-                self._update()
+                self._update(scope_index=False)
                 .where(S.id.in_([r.id for r in rows]))
                 .values(deleted_at=now, version=S.version + 1, updated_at=now)
                 .execution_options(synchronize_session=False)
@@ -161,7 +163,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
     async def for_shard(self, shard_id: str) -> list[ExternalRelationshipRow]:
         """A shard's ``external_relationships``, oldest first."""
         return await self._all(
-            self._select()
+            self._select(scope_index=False)
             .where(R.shard_id == shard_id)
             .order_by(R.created_at, R.id)
             .execution_options(populate_existing=True)
@@ -186,7 +188,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         if not ids:
             return {}
         stmt = (
-            self._select(*RELATIONSHIP_STATE_COLUMNS)
+            self._select(*RELATIONSHIP_STATE_COLUMNS, scope_index=False)
             .join(S, S.id == R.shard_id)
             .where(R.integration_id == integration_id, R.entity == entity)
             .where(R.external_id.in_(ids))
@@ -198,7 +200,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         ids = list(set(relationship_ids))
         if not ids:
             return {}
-        stmt = self._select(R.id, R.last_synced_snapshot).where(R.id.in_(ids))
+        stmt = self._select(R.id, R.last_synced_snapshot, scope_index=False).where(R.id.in_(ids))
         return {row.id: row.last_synced_snapshot or {} for row in (await self._execute(stmt)).all()}
 
     async def holding(self, shard_ids: Iterable[str], *, entity: str | None = None) -> set[str]:
@@ -206,7 +208,9 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         ids = list(set(shard_ids))
         if not ids:
             return set()
-        stmt = self._select(R.shard_id).where(R.shard_id.in_(ids), R.sync_status != "deleted")
+        stmt = self._select(R.shard_id, scope_index=False).where(
+            R.shard_id.in_(ids), R.sync_status != "deleted"
+        )
         if entity is not None:
             stmt = stmt.where(R.entity == entity)
         return {row.shard_id for row in (await self._execute(stmt)).all()}
@@ -232,7 +236,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         if not external_ids:
             return
         await self._execute(
-            self._update()
+            self._update(scope_index=False)
             .where(R.integration_id == integration_id, R.entity == entity)
             .where(R.external_id.in_(list(external_ids)))
             .values(seen_run_id=run_id)
@@ -279,7 +283,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         if now is not None:
             values["last_synced_at"] = now
         await self._execute(
-            self._update()
+            self._update(scope_index=False)
             .where(R.id.in_(list(relationship_ids)))
             .values(**values)
             .execution_options(synchronize_session=False)
