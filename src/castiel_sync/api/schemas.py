@@ -24,6 +24,9 @@ INSTANCE_ID_PATTERN = r"^[0-9a-z]+(?:-[0-9a-z]+)*$"
 PROVIDER_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
 SHARD_TYPE_PATTERN = r"^c_[a-z][a-z0-9_]{0,62}$"
 
+# Versions are stored as 32-bit integers; larger input is refused, not a store error.
+MAX_VERSION = 2**31 - 1
+
 
 class Out(CamelModel):
     """Response bodies: camelCase, and unknown keys are never accepted as input anyway."""
@@ -100,7 +103,10 @@ class IntegrationCreate(SettingsPatch):
 class IntegrationPatch(SettingsPatch):
     name: str | None = Field(None, min_length=1, max_length=200)
     row_version: int | None = Field(
-        None, ge=1, description="The version you read; the change is refused if it moved on."
+        None,
+        ge=1,
+        le=MAX_VERSION,
+        description="The version you read; the change is refused if it moved on.",
     )
     max_records_per_sync: int | None = Field(
         None,

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from castiel_sync.api.deps import TenantAccessDep
 from castiel_sync.api.problems import BadRequest, UnprocessableProblem
-from castiel_sync.api.schemas import SHARD_TYPE_PATTERN, Out
+from castiel_sync.api.schemas import MAX_VERSION, SHARD_TYPE_PATTERN, Out
 from castiel_sync.domain.config import CamelModel
 from castiel_sync.store.repositories.shards import RelationshipRepository, ShardRepository
 from castiel_sync.store.repositories.write_back import ShardEditRepository
@@ -61,7 +61,7 @@ class ShardPatch(CamelModel):
 
     changes: dict[str, Any] = Field(default_factory=dict)
     remove: list[str] = Field(default_factory=list, max_length=200)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
 
 
 def relationship_out(row: ExternalRelationshipRow) -> RelationshipOut:
@@ -92,7 +92,7 @@ def _if_match(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
         raise BadRequest('If-Match takes the shard version as its ETag, e.g. If-Match: "3"')
     return int(text)
 
