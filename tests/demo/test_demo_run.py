@@ -75,8 +75,14 @@ def test_every_step_succeeded(demo: Any) -> None:
     failed = {s.key: s.message for s in report.steps if not s.ok}
     assert not failed, printed
     assert [s.key for s in report.steps] == [
-        "service", "connect", "full_sync", "webhook", "write_back", "conflict", "rate_limit",
-    ]  # fmt: skip
+        "service",
+        "connect",
+        "full_sync",
+        "webhook",
+        "write_back",
+        "conflict",
+        "rate_limit",
+    ]
     assert "7/7 steps succeeded" in printed
     assert f"{report.base_url}/docs" in printed
     assert f"export TOKEN={report.token}\n" in printed
@@ -125,9 +131,10 @@ def test_write_back_visible_in_the_emulator(demo: Any) -> None:
     fact = report.facts["write_back"]
     assert report.emulator.row(fact["entity"], fact["externalId"])["Website"] == fact["website"]
     patches = [
-        r for r in report.emulator.requests
+        r
+        for r in report.emulator.requests
         if r.method == "PATCH" and r.path.endswith("/" + fact["externalId"]) and r.status == 204
-    ]  # fmt: skip
+    ]
     assert patches and patches[0].json() == {"Website": fact["website"]}
     shard, rel = inspect.shard(fact["entity"], fact["externalId"])
     assert shard.structured_data["website"] == fact["website"]
@@ -174,3 +181,25 @@ def test_cli_refuses_bad_input(tmp_path: Path) -> None:
     assert (keep / "notes.txt").read_text() == "not the demo's"
     result = runner.invoke(app, ["demo", "--provider", "nope", "--data-dir", str(tmp_path / "x")])
     assert result.exit_code == 2 and not (tmp_path / "x").exists()
+
+
+def test_cli_demo_non_interactive_exits_0(tmp_path: Path) -> None:
+    data_dir = tmp_path / "cli-demo"
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--non-interactive",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+            "--records",
+            "40",
+            "--provider",
+            "salesforce",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "7/7 steps succeeded" in result.stdout
+    assert (data_dir / "castiel.db").exists() and (data_dir / MARKER).exists()
