@@ -743,8 +743,9 @@ class _SqliteWriter:
     busy machine each hand-off waits for the OS to schedule the other thread: a one-row
     send took ~5 ms. Here a whole operation (send, claim, ack, nack...) is one function
     run on this thread, so it costs one hand-off each way. Operations queued while one
-    runs commit together in one ``BEGIN IMMEDIATE`` transaction (group commit), each in
-    its own savepoint so one failing leaves the others intact. Durability is unchanged:
+    runs commit together in one ``BEGIN IMMEDIATE`` transaction (group commit); if one of
+    them fails, that transaction rolls back and each runs again in its own, so one
+    failing operation never takes the others with it. Durability is unchanged:
     the same WAL, ``synchronous=NORMAL`` and busy timeout as the store's engine, and every
     caller's future resolves only after its transaction committed.
 
@@ -867,21 +868,24 @@ class _SqliteWriter:
             finally:
                 with contextlib.suppress(Exception):
                     rconn.rollback()
-        if writes:
+        if len(writes) > 1:
+            # Optimistically all in one transaction; if any of them fails, none of it
+            # happened, and each runs again in a transaction of its own.
+            committed: list[Any] | None = None
+            with contextlib.suppress(Exception):
+                with wconn.begin():
+                    results = [job.fn(wconn, *job.args) for job in writes]
+                committed = results
+            if committed is not None:
+                for job, result in zip(writes, committed, strict=True):
+                    job.result = result
+                writes = []
+        for job in writes:
             try:
                 with wconn.begin():
-                    if len(writes) == 1:
-                        writes[0].result = writes[0].fn(wconn, *writes[0].args)
-                    else:
-                        for job in writes:
-                            try:
-                                with wconn.begin_nested():
-                                    job.result = job.fn(wconn, *job.args)
-                            except Exception as exc:
-                                job.result = _Failed(exc)
-            except Exception as exc:  # BEGIN or COMMIT failed: nothing of it happened
-                for job in writes:
-                    job.result = _Failed(exc)
+                    job.result = job.fn(wconn, *job.args)
+            except Exception as exc:
+                job.result = _Failed(exc)
         by_loop: dict[Any, list[_Job]] = defaultdict(list)
         for job in batch:
             by_loop[job.loop].append(job)
