@@ -26,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 import httpx
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import URL, Headers
 
 from castiel_sync.api.deps import ContextDep
 from castiel_sync.api.problems import BadRequest, NotFound, PayloadTooLarge, Problem
@@ -48,7 +50,47 @@ router = APIRouter(tags=["webhooks"])
 ProviderPath = Annotated[str, Path(pattern=r"^[a-z0-9]+(?:_[a-z0-9]+)*$", max_length=64)]
 IntegrationPath = Annotated[str, Path(pattern=r"^[0-9a-zA-Z-]{1,36}$")]
 #: Headers never stored with a delivery (credentials of the caller, not the payload).
-_DROP_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_DROP_HEADERS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-functions-key",
+    }
+)
+#: What a stored query value that was part of the secret becomes.
+MASK = "[redacted]"
+
+
+def _secret_bearing(value: str, secret: str) -> bool:
+    """Whether ``value`` carries the endpoint's secret or a piece of it: a value found
+    inside the secret (e.g. a Dataverse ``HttpHeader:x-key=<value>`` or ``?code=``
+    key), raw or form-decoded, or a value that contains the whole secret."""
+    if not value:
+        return False
+    return value in secret or value in unquote_plus(secret) or secret in value
+
+
+def stored_url(url: URL, secret: str) -> str:
+    """The request URL as stored with a delivery: query values that carry the secret
+    masked (the adapters' ``parse_webhook`` reads the body, never the key)."""
+    if not url.query:
+        return str(url)
+    pairs = parse_qsl(url.query, keep_blank_values=True)
+    masked = [(k, MASK if _secret_bearing(v, secret) else v) for k, v in pairs]
+    return str(url.replace(query=urlencode(masked)))
+
+
+def stored_headers(headers: Headers, secret: str) -> dict[str, str]:
+    """The delivery's headers without the caller's credentials and any secret value."""
+    return {
+        k: v
+        for k, v in headers.items()
+        if k.lower() not in _DROP_HEADERS and not _secret_bearing(v, secret)
+    }
 
 
 class InvalidSignature(Problem):
@@ -136,16 +178,13 @@ async def receive_webhook(
         raise BadRequest(f"the {provider_id} webhook payload could not be parsed") from None
     answer = adapter.webhook_delivery_response(wreq)
 
-    headers = {
-        k: v
-        for k, v in request.headers.items()
-        if k.lower() not in _DROP_HEADERS and secret not in v
-    }
+    headers = stored_headers(request.headers, secret)
+    url = stored_url(request.url, secret)
     async with ctx.store.transaction() as session:
         delivery = WebhookDeliveryRow(
             tenant_id=tenant_id,
             integration_id=integration_id,
-            headers={"_method": request.method, "_url": str(request.url), **headers},
+            headers={"_method": request.method, "_url": url, **headers},
             body=body,
             body_sha256=hashlib.sha256(body).hexdigest(),
             status="received",
