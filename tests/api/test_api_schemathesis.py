@@ -7,6 +7,7 @@ integration use a real one of the caller's tenant, so they get past the 404.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from castiel_sync.api.app import create_app
 from castiel_sync.api.auth import Role, mint_token
 
 MAX_EXAMPLES = 20
+# CI is a gate: the same examples every run, so it never flakes. Local runs explore with
+# fresh random examples, which is how new 5xx are found (then pinned by a plain test).
+DERANDOMIZE = os.environ.get("CI", "").lower() == "true"
 
 
 def _super_admin_operation(method: str, path: str) -> bool:
@@ -65,6 +69,7 @@ def test_no_server_errors(db_url: str, tmp_path: Path) -> None:
         @given(case=operation.as_strategy())
         @settings(
             max_examples=MAX_EXAMPLES,
+            derandomize=DERANDOMIZE,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
