@@ -869,3 +869,4 @@ class RabbitBus(Bus):
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        await self._store.close()
