@@ -203,6 +203,8 @@ class Demo:
         self.console.print(f"\n[bold cyan]{number}. {title}[/bold cyan]")
         started = time.monotonic()
         try:
+            if self.stop.is_set():
+                raise StepFailed("interrupted (Ctrl-C)")
             await body(result)
             result.status = "ok"
         except NotAvailable as exc:
