@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +26,11 @@ PG_HOST = os.environ.get("CASTIEL_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CASTIEL_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("CASTIEL_TEST_PG_USER", "postgres")
 AMQP_URL = os.environ.get("CASTIEL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+# Property tests: fixed examples in CI (a gate must not flake), fresh ones locally.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if IN_CI:
+    hypothesis_settings.load_profile("ci")
 
 
 def reachable(host: str, port: int) -> bool:
