@@ -21,6 +21,7 @@ def test_exported_names() -> None:
             "ProviderRepository",
             "ScopedRepository",
             "TenantSettingsRepository",
+            "WebhookDeliveryRepository",
             "redact",
         ]
     )

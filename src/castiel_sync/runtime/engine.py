@@ -2,10 +2,11 @@
 
 =============================  =====================================================
 ``SyncScheduled``/``Requested``  ``InboundSync.run_job(SyncJob.from_event(event))``
-``WebhookReceived``              the stored raw delivery -> the adapter's
-                                 ``parse_webhook`` -> ``InboundSync.apply_webhook_events``;
-                                 the delivery is then marked ``processed`` (a repeat is a
-                                 no-op)
+``WebhookReceived``              the stored raw delivery (its tenant and integration) ->
+                                 the adapter's ``parse_webhook`` ->
+                                 ``InboundSync.apply_webhook_events``, which marks the
+                                 delivery ``processed`` in the apply's transaction (a
+                                 repeat is a no-op)
 ``WriteBackRequested``           ``OutboundSync`` (its own retry policy -> RetryLater /
                                  GiveUp, which the worker's error classes act on)
 =============================  =====================================================
@@ -19,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.domain.events import (
@@ -35,10 +35,9 @@ from castiel_sync.runtime.workers import Delivery, HandlerRegistry
 from castiel_sync.sdk import WebhookRequest
 from castiel_sync.settings import Settings
 from castiel_sync.store import Store
-from castiel_sync.store.repositories import IntegrationRepository
-from castiel_sync.store.tables import WebhookDeliveryRow
-
-_W = WebhookDeliveryRow.__table__
+from castiel_sync.store.errors import NotFoundError
+from castiel_sync.store.repositories import IntegrationRepository, WebhookDeliveryRepository
+from castiel_sync.store.repositories.webhook_deliveries import RECEIVED
 
 
 def engine_registry(
@@ -63,18 +62,17 @@ def engine_registry(
         await inbound.run_job(SyncJob.from_event(event))
 
     async def webhook(event: CloudEvent, delivery: Delivery) -> None:
-        tenant, integration_id = event.tenant_id, str(event.integration_id)
+        # The stored delivery, not the event, names the tenant and the integration.
         delivery_id = str(event.data["deliveryId"])
-        async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(_W).where(_W.c.id == delivery_id, _W.c.tenant_id == tenant)
-                )
-            ).first()
-            await conn.rollback()
-        if row is None or row.status == "processed":
-            return  # gone, or a repeat of a delivery already applied
         async with store.transaction() as session:
+            deliveries = WebhookDeliveryRepository(session, TenantScope(TenantId(event.tenant_id)))
+            try:
+                row = await deliveries.get(delivery_id)
+            except NotFoundError:
+                return  # gone (purged, or not this tenant's)
+            if row.status != RECEIVED:
+                return  # a repeat of a delivery already applied
+            tenant, integration_id = row.tenant_id, row.integration_id
             integration = await IntegrationRepository(session, TenantScope(TenantId(tenant))).get(
                 integration_id
             )
@@ -86,13 +84,9 @@ def engine_registry(
             body=bytes(row.body),
         )
         events = factory(integration).parse_webhook(request)
-        await inbound.apply_webhook_events(tenant, integration_id, events)
-        async with store.transaction() as session:
-            await session.execute(
-                update(_W)
-                .where(_W.c.id == delivery_id, _W.c.tenant_id == tenant)
-                .values(status="processed")
-            )
+        # Applied and marked processed in one transaction: of two deliveries of the same
+        # message (a redelivery after a crash before the ack) only one applies anything.
+        await inbound.apply_webhook_events(tenant, integration_id, events, delivery_id=row.id)
 
     registry = HandlerRegistry()
     registry.register(SYNC_SCHEDULED, sync_job)

@@ -64,6 +64,7 @@ from castiel_sync.store.base import new_id, utcnow
 from castiel_sync.store.repositories import IntegrationRepository, TenantSettingsRepository
 from castiel_sync.store.repositories.executions import ExecutionRepository, SyncStateRepository
 from castiel_sync.store.repositories.shards import RelationshipRepository
+from castiel_sync.store.repositories.webhook_deliveries import WebhookDeliveryRepository
 from castiel_sync.store.tables import IntegrationRow
 from castiel_sync.sync._apply import (
     MAX_RECORD_ERRORS,
@@ -166,10 +167,17 @@ class InboundSync:
         return outcomes
 
     async def apply_webhook_events(
-        self, tenant_id: str, integration_id: str, events: list[WebhookEvent]
+        self,
+        tenant_id: str,
+        integration_id: str,
+        events: list[WebhookEvent],
+        *,
+        delivery_id: str | None = None,
     ) -> WebhookOutcome:
         """Apply the records a webhook names (fetching those it names only by id), in one
-        transaction with their execution. Replays and stale deliveries change nothing."""
+        transaction with their execution. Replays and stale deliveries change nothing.
+        ``delivery_id``: the stored delivery is marked processed in that transaction; if
+        it already was, nothing is applied (``execution_id`` is "")."""
         scope = TenantScope(TenantId(tenant_id))
         async with self.store.transaction() as session:
             integration = await IntegrationRepository(session, scope).get(integration_id)
@@ -215,6 +223,9 @@ class InboundSync:
 
         now = self.clock()
         async with self.store.transaction() as session:
+            deliveries = WebhookDeliveryRepository(session, scope)
+            if delivery_id is not None and not await deliveries.mark_processed(delivery_id):
+                return WebhookOutcome("")  # another delivery of it was applied
             executions = ExecutionRepository(session, scope)
             execution_id = await executions.start(
                 integration_id=integration_id, entity=",".join(sorted(batches)) or None,

@@ -20,6 +20,7 @@ from castiel_sync.store.repositories.tenant_settings import (
     Limits,
     TenantSettingsRepository,
 )
+from castiel_sync.store.repositories.webhook_deliveries import WebhookDeliveryRepository
 
 __all__ = [
     "UNSET",
@@ -32,5 +33,6 @@ __all__ = [
     "ProviderRepository",
     "ScopedRepository",
     "TenantSettingsRepository",
+    "WebhookDeliveryRepository",
     "redact",
 ]
