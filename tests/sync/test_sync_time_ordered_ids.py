@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from castiel_sync.store.base import new_id
+from castiel_sync.store.base import new_id, new_ids
 
 
 def test_ids_are_version_7_uuid_strings() -> None:
@@ -47,3 +47,16 @@ def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
     assert len(theirs) == 50
     assert not ours & theirs
     assert {i[19:] for i in ours}.isdisjoint({i[19:] for i in theirs})
+
+
+def test_ids_made_at_once_are_the_same_kind_and_keep_the_order() -> None:
+    before = new_id()
+    batch = new_ids(5_000)
+    after = new_id()
+    assert [before, *batch, after] == sorted([before, *batch, after])
+    assert len(set(batch)) == 5_000
+    for value in batch[:3] + batch[-3:]:
+        parsed = uuid.UUID(value)
+        assert (str(parsed), parsed.version, parsed.variant) == (value, 7, uuid.RFC_4122)
+    assert len({value[19:] for value in batch}) == 5_000
+    assert new_ids(0) == []

@@ -33,7 +33,7 @@ from castiel_sync.domain.merge import three_way_merge
 from castiel_sync.domain.paths import MISSING, Path, compile_path
 from castiel_sync.domain.tenancy import TenantScope
 from castiel_sync.sdk import ExternalRecord
-from castiel_sync.store.base import new_id
+from castiel_sync.store.base import new_id, new_ids
 from castiel_sync.store.repositories.conflicts import ConflictRepository
 from castiel_sync.store.repositories.shards import (
     OutboxWriter,
@@ -293,13 +293,13 @@ async def apply_batch(
             result.moments.append((record.modified_at, external_id))
 
     # Classify against what we hold.
-    new_ids: list[str] = []
+    new_ids_list: list[str] = []
     changed: list[str] = []
     relink: list[str] = []  # unchanged content, but pending deletion: seen again
     for external_id, (_data, digest) in mapped.items():
         rel = existing.get(external_id)
         if rel is None:
-            new_ids.append(external_id)
+            new_ids_list.append(external_id)
             continue
         record = batch[external_id]
         dead = rel.sync_status == "deleted" or rel.shard_deleted_at is not None
@@ -322,8 +322,8 @@ async def apply_batch(
 
     # Match rules: link a new record to an existing shard instead of duplicating it.
     links: dict[str, Any] = {}
-    if new_ids and ctx.match_rules:
-        links = await _match(ctx, shards, rels, {i: mapped[i][0] for i in new_ids})
+    if new_ids_list and ctx.match_rules:
+        links = await _match(ctx, shards, rels, {i: mapped[i][0] for i in new_ids_list})
 
     contents = await shards.contents(
         [existing[i].shard_id for i in changed] + [row_id for row_id in links.values()]
@@ -365,10 +365,14 @@ async def apply_batch(
         row.update(values)
         rel_updates.append(row)
 
+    # Ids for the new shards and relationships, made at once (time-ordered, so each
+    # table's rows are appended in creation order).
+    fresh_ids = iter(new_ids(2 * len(new_ids_list)))
+
     def new_rel(external_id: str, shard_id: str, version: int, digest: str, snap: Any) -> None:
         rel_inserts.append(
             {
-                "id": new_id(),
+                "id": next(fresh_ids, None) or new_id(),
                 "shard_id": shard_id,
                 "integration_id": ctx.integration_id,
                 "entity": ctx.entity,
@@ -403,11 +407,11 @@ async def apply_batch(
         )
 
     # New records: create a shard, or link to the matched one.
-    for external_id in new_ids:
+    for external_id in new_ids_list:
         data, digest = mapped[external_id]
         target = links.get(external_id)
         if target is None:
-            shard_id = new_id()
+            shard_id = next(fresh_ids)
             shard_inserts.append(
                 {
                     "id": shard_id,

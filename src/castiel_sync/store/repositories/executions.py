@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from castiel_sync.store.base import new_id, utcnow
+from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories._base import ScopedRepository
 from castiel_sync.store.tables import IntegrationRow, SyncExecutionRow
 
@@ -100,7 +101,11 @@ class ExecutionRepository(ScopedRepository[SyncExecutionRow]):
     ) -> None:
         if status not in EXECUTION_STATUSES - {"running"}:
             raise ValueError(f"not a final execution status: {status!r}")
-        row = await self.get(execution_id)
+        # Only the two columns needed (not the whole row with its JSON cursors and errors).
+        stmt = self._select(E.status, E.started_at).where(E.id == execution_id)
+        row = (await self._execute(stmt)).first()
+        if row is None:
+            raise NotFoundError(self.object_type, execution_id)
         if only_if_running and row.status != "running":
             return
         finished = finished_at or utcnow()

@@ -33,16 +33,13 @@ RELATIONSHIP_STATE_COLUMNS = (
     R.id,
     R.shard_id,
     R.external_id,
-    R.sync_direction,
     R.sync_status,
     R.last_synced_version,
     R.last_synced_hash,
     R.external_modified_at,
     R.deleted_upstream_at,
     S.version.label("shard_version"),
-    S.shard_type.label("shard_type"),
     S.deleted_at.label("shard_deleted_at"),
-    S.updated_at.label("shard_updated_at"),
 )
 
 
