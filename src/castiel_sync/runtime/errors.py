@@ -40,6 +40,10 @@ class HandlerNotReadyError(PermanentJobError):
     """The component that handles this event type is not installed yet."""
 
 
+class PoisonMessageError(PermanentJobError):
+    """A message that contradicts itself (its tenant is not its event's tenant)."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     kind: ErrorClass

@@ -53,6 +53,7 @@ from castiel_sync.runtime.clock import Clock, system_clock
 from castiel_sync.runtime.errors import (
     HandlerNotReadyError,
     PermanentJobError,
+    PoisonMessageError,
     classify,
 )
 from castiel_sync.settings import Settings
@@ -254,6 +255,7 @@ class Worker:
             try:
                 event = self._event(lease)
                 event_type = event.type
+                self._check_tenant(lease, event)
                 handler = self.registry.get(event.type)
                 if handler is None:
                     raise PermanentJobError(f"no handler for event type {event.type!r}")
@@ -290,6 +292,21 @@ class Worker:
         if isinstance(body, bytes | bytearray):
             return CloudEvent.from_json(bytes(body))
         return CloudEvent.from_dict(body)
+
+    @staticmethod
+    def _check_tenant(lease: Lease, event: CloudEvent) -> None:
+        """The message's tenant must be its event's ``data.tenantId``: a message that
+        says one tenant and carries another's event is poison (never retried)."""
+        if lease.message.tenant_id != event.tenant_id:
+            log.warning(
+                "message tenant does not match its event",
+                message_id=lease.message.id,
+                message_tenant=lease.message.tenant_id,
+                event_tenant=event.tenant_id,
+            )
+            raise PoisonMessageError(
+                "the message's tenant does not match its event's data.tenantId; not processed"
+            )
 
     async def _failed(self, lease: Lease, exc: Exception) -> str:
         verdict = classify(exc, lease.message.delivery_count)
