@@ -57,4 +57,17 @@ def open_bus(settings: Settings, engine: AsyncEngine) -> Bus:
         from castiel_sync.bus.sql import SqlBus
 
         return SqlBus(engine)
-    raise ValueError(f"CASTIEL_BUS_URL must be 'embedded' or amqp://...; got {url!r}")
+    raise ValueError(
+        f"CASTIEL_BUS_URL must be 'embedded' or amqp://...; got {_without_userinfo(url)!r}"
+    )
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` with any user and password replaced: an error message is no place for them."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url else "***@" + url.rpartition("@")[2]
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"

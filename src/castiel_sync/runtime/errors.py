@@ -7,6 +7,9 @@ permanent  PermanentError, AdapterValidationError, NotSupportedError, AuthError 
            dead-letter at once with the reason
 other      anything else (a bug, a lost database connection): nack with backoff until
            the bus's delivery limit moves it to ``sync-deadletter``
+
+The reason kept with the message (:func:`reason_of`) is read by tenant admins: it never
+holds an arbitrary exception's text.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 
 from castiel_sync.domain.events import EventValidationError
 from castiel_sync.sdk import (
+    AdapterError,
     AdapterValidationError,
     AuthError,
     NotSupportedError,
@@ -64,8 +68,25 @@ def backoff(delivery_count: int) -> float:
 
 
 def reason_of(exc: BaseException) -> str:
-    message = getattr(exc, "user_message", None) or str(exc) or "no detail"
+    """The reason stored with a retried or dead-lettered message, which tenant admins read
+    through the API: an adapter error's ``user_message`` (never its ``detail``), the
+    message of our own job and engine errors (written for that reader), and for anything
+    else only the class name; the full error goes to the server log (redacted)."""
+    if isinstance(exc, AdapterError):
+        message = exc.user_message or "no detail"
+    elif isinstance(exc, (PermanentJobError, *_engine_errors())):
+        message = str(exc) or "no detail"
+    else:
+        message = "the handler failed unexpectedly; the detail is in the server log"
     return f"{type(exc).__name__}: {message}"[:1000]
+
+
+def _engine_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from castiel_sync.sync.jobs import SyncError
+    except ImportError:  # the sync engine is optional for the runtime
+        return ()
+    return (SyncError,)
 
 
 def classify(exc: BaseException, delivery_count: int) -> Verdict:

@@ -318,6 +318,7 @@ class Worker:
             delivery=lease.message.delivery_count,
             verdict=verdict.kind,
             reason=verdict.reason,
+            detail=str(exc)[:2000],  # server log only (redacted), never the stored reason
         )
         if verdict.kind == "permanent":
             await dead_letter(self.bus, lease, verdict.reason)

@@ -29,6 +29,13 @@ class Credentials(BaseModel):
     # or a local emulator in tests and demos.
     instance_url: str | None = None
 
+    def __repr_args__(self) -> Any:
+        """Declared fields only (secret ones are ``SecretStr``, shown masked): an extra
+        field a token response brought along (``id_token``, ``signature``...) may be a
+        secret, so repr and str never show it. It stays readable as an attribute."""
+        for name in type(self).model_fields:
+            yield name, getattr(self, name)
+
 
 class FetchOptions(BaseModel):
     filters: list[FilterCondition] = Field(default_factory=list)
