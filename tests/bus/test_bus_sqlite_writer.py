@@ -73,3 +73,32 @@ async def test_in_memory_sqlite_uses_the_engine_connection(url: str) -> None:
     bus = SqlBus(engine)
     assert bus._writer is None  # a second connection would see another database
     await engine.dispose()
+
+
+async def test_a_commit_wakes_the_relay_before_its_poll(tmp_path: Path) -> None:
+    from castiel_sync.bus import OutboxRelay, Router, publish
+    from castiel_sync.store.base import session_factory
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bus.db'}")
+    await create_all(engine)
+    bus = SqlBus(engine)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(
+        OutboxRelay(engine, Router(bus), poll_interval=3600).run_forever(stop)
+    )
+    await asyncio.sleep(0.1)  # its first (empty) pass is done: now it waits an hour
+    event = {
+        "specversion": "1.0",
+        "id": "evt-1",
+        "source": "/test",
+        "type": "Castiel.Integration.WebhookReceived",
+        "data": {"tenantId": "t", "integrationId": "i"},
+    }
+    async with session_factory(engine).begin() as session:
+        publish(session, event)
+    [lease] = await bus.receive([QUEUE_WEBHOOK], lease_seconds=30, wait_seconds=10)
+    assert lease.message.id == "evt-1"
+    stop.set()
+    await relay
+    await bus.close()
+    await engine.dispose()

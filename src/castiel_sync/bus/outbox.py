@@ -55,7 +55,8 @@ def publish(
     )
     session.add(row)
     sync_session = getattr(session, "sync_session", session)
-    if not sa_event.contains(sync_session, "after_commit", _wake_relays):
+    if not sync_session.info.get("castiel.outbox.wakes"):
+        sync_session.info["castiel.outbox.wakes"] = True
         sa_event.listen(sync_session, "after_commit", _wake_relays)
     return row
 
