@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.bus import publish
@@ -47,10 +46,8 @@ from castiel_sync.runtime.clock import Clock, system_clock
 from castiel_sync.settings import Settings
 from castiel_sync.store import Store
 from castiel_sync.store.repositories import IntegrationRepository, TenantSettingsRepository
-from castiel_sync.store.tables import IntegrationRow
 
 log = structlog.get_logger(__name__)
-_I = IntegrationRow.__table__
 
 #: How long a slot taken by the scheduler waits for a worker to adopt it.
 DEFAULT_QUEUED_SLOT_LEASE = 900.0
@@ -175,18 +172,10 @@ class SyncScheduler:
             )
             if slot is None:
                 raise _NoCapacity
-            moved = await conn.execute(
-                update(_I)
-                .where(
-                    _I.c.id == integration_id,
-                    _I.c.tenant_id == tenant_id,
-                    _I.c.next_sync_at == due_at,
-                    _I.c.sync_enabled.is_(True),
-                    _I.c.status == "active",
-                )
-                .values(next_sync_at=following)
-            )
-            if moved.rowcount != 1:
+            claimed = await IntegrationRepository(
+                session, TenantScope(TenantId(tenant_id))
+            ).claim_due(integration_id, due_at, following)
+            if not claimed:
                 raise _Lost  # rolls the slot back too
             publish(session, event)
 

@@ -42,7 +42,6 @@ from urllib.parse import quote_plus
 
 import httpx
 import structlog
-from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.bus import publish
@@ -190,22 +189,19 @@ class TokenRefresher:
 
     async def _lease(self, row: IntegrationConnectionRow, now: datetime) -> bool:
         """Take the row's refresh lease, only while it is still at the version we read
-        (``ConnectionRepository.try_lease`` plus that condition, in one statement): a
+        (``ConnectionRepository.try_lease`` with ``expected_version``, one statement): a
         refresher that finished in between cleared the lease *and* moved the version, so
         we must not refresh again with its freshly rotated token."""
-        _C = IntegrationConnectionRow.__table__
         async with self.store.transaction() as session:
-            result = await session.execute(
-                update(_C)
-                .where(
-                    _C.c.id == row.id,
-                    _C.c.tenant_id == row.tenant_id,
-                    _C.c.credential_version == row.credential_version,
-                    or_(_C.c.refresh_lease_until.is_(None), _C.c.refresh_lease_until <= now),
+            try:
+                return await ConnectionRepository(session, _scope(row.tenant_id)).try_lease(
+                    row.id,
+                    now=now,
+                    until=now + timedelta(seconds=self.lease_seconds),
+                    expected_version=row.credential_version,
                 )
-                .values(refresh_lease_until=now + timedelta(seconds=self.lease_seconds))
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            except NotFoundError:
+                return False  # deleted meanwhile: the next read says so
 
     async def _connection(self, connection_id: str, tenant_id: str) -> IntegrationConnectionRow:
         async with self.store.transaction() as session:

@@ -23,7 +23,6 @@ Every refusal is problem+json and stores and enqueues nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode
@@ -37,11 +36,10 @@ from castiel_sync.api.deps import ContextDep
 from castiel_sync.api.problems import BadRequest, NotFound, PayloadTooLarge, Problem
 from castiel_sync.bus import publish
 from castiel_sync.domain.events import webhook_received
-from castiel_sync.domain.tenancy import SystemScope
+from castiel_sync.domain.tenancy import SystemScope, TenantId, TenantScope
 from castiel_sync.sdk import WebhookRequest, WebhookResponse
 from castiel_sync.store.errors import NotFoundError
-from castiel_sync.store.repositories import IntegrationRepository
-from castiel_sync.store.tables import WebhookDeliveryRow
+from castiel_sync.store.repositories import IntegrationRepository, WebhookDeliveryRepository
 
 log = logging.getLogger("castiel_sync.webhooks")
 
@@ -181,16 +179,11 @@ async def receive_webhook(
     headers = stored_headers(request.headers, secret)
     url = stored_url(request.url, secret)
     async with ctx.store.transaction() as session:
-        delivery = WebhookDeliveryRow(
-            tenant_id=tenant_id,
+        delivery = await WebhookDeliveryRepository(session, TenantScope(TenantId(tenant_id))).add(
             integration_id=integration_id,
             headers={"_method": request.method, "_url": url, **headers},
             body=body,
-            body_sha256=hashlib.sha256(body).hexdigest(),
-            status="received",
         )
-        session.add(delivery)
-        await session.flush()
         publish(
             session,
             webhook_received(

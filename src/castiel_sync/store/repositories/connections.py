@@ -163,21 +163,30 @@ class ConnectionRepository(ScopedRepository[IntegrationConnectionRow]):
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def try_lease(self, connection_id: str, *, now: datetime, until: datetime) -> bool:
+    async def try_lease(
+        self,
+        connection_id: str,
+        *,
+        now: datetime,
+        until: datetime,
+        expected_version: int | None = None,
+    ) -> bool:
         """Claim the right to refresh this connection until ``until`` (so two refreshers
         on two machines do not both spend a rotating refresh token). False while someone
-        else's lease runs; ``record_refresh`` clears it."""
+        else's lease runs; ``record_refresh`` clears it. ``expected_version``: only while
+        the connection is still at that ``credential_version`` (a refresher that finished
+        in between moved it: its freshly rotated token must not be refreshed again)."""
+        stmt = self._update().where(
+            IntegrationConnectionRow.id == connection_id,
+            or_(
+                IntegrationConnectionRow.refresh_lease_until.is_(None),
+                IntegrationConnectionRow.refresh_lease_until <= now,
+            ),
+        )
+        if expected_version is not None:
+            stmt = stmt.where(IntegrationConnectionRow.credential_version == expected_version)
         result = await self._execute(
-            self._update()
-            .where(
-                IntegrationConnectionRow.id == connection_id,
-                or_(
-                    IntegrationConnectionRow.refresh_lease_until.is_(None),
-                    IntegrationConnectionRow.refresh_lease_until <= now,
-                ),
-            )
-            .values(refresh_lease_until=until)
-            .execution_options(synchronize_session=False)
+            stmt.values(refresh_lease_until=until).execution_options(synchronize_session=False)
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             await self.get(connection_id)  # NotFoundError when not in scope

@@ -176,6 +176,26 @@ class IntegrationRepository(ScopedRepository[IntegrationRow]):
             stmt = stmt.with_for_update(skip_locked=True)
         return await self._all(stmt)
 
+    async def claim_due(
+        self, integration_id: str, due_at: datetime, next_at: datetime | None
+    ) -> bool:
+        """The scheduler's claim on one due run: move ``next_sync_at`` from ``due_at`` (the
+        value it read) to ``next_at`` (None: no next run), only while the integration is
+        still enabled and active. True for exactly one of several schedulers racing for
+        the same run."""
+        result = await self._execute(
+            self._update()
+            .where(
+                IntegrationRow.id == integration_id,
+                IntegrationRow.next_sync_at == due_at,
+                IntegrationRow.sync_enabled.is_(True),
+                IntegrationRow.status == "active",
+            )
+            .values(next_sync_at=next_at)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
     async def count(self) -> int:
         return int((await self._execute(self._select(func.count(IntegrationRow.id)))).scalar_one())
 
