@@ -376,6 +376,7 @@ class _Job:
         self.seq = 0
         self.started = time.monotonic()
         self.started_at = engine.clock()
+        self.execution_started_at = self.started_at
         self.counts: dict[str, int] = {}
         self.errors: list[dict[str, Any]] = []
         self.processed = 0
@@ -473,6 +474,7 @@ class _Job:
                 parent_execution_id=None if self.execution_id == run.id else run.id,
                 started_at=now,
             )
+            self.execution_started_at = now
             if previous_owner and previous_owner != self.execution_id:
                 await executions.finish(
                     previous_owner, status="failed", only_if_running=True, finished_at=now,
@@ -562,6 +564,9 @@ class _Job:
                     "pages": run.pages + 1,
                     "records": run.records + len(take),
                     "page_limit": limit if next_skip else None,
+                    # the job's last page finishes its execution in this transaction:
+                    # the next job has no interrupted owner to close
+                    "owner": None if last else run.owner,
                 }
             )
             checkpoint.seq += 1
@@ -602,20 +607,24 @@ class _Job:
                 self.counts[name] = self.counts.get(name, 0) + value
             room = MAX_RECORD_ERRORS - len(self.errors)
             self.errors.extend(result.record_errors[: max(room, 0)])
-            executions = ExecutionRepository(session, self.scope)
-            await executions.add_progress(
+            # Counters, cursor and (on the job's last page) the final status: one UPDATE.
+            await ExecutionRepository(session, self.scope).add_progress(
                 self.execution_id, result.counts, cursor_after=_summary(checkpoint),
                 record_errors=self.errors if result.record_errors else None,
+                **self._final(last),
             )  # fmt: skip
-            if last:
-                await executions.finish(
-                    self.execution_id,
-                    status="partial" if self.counts.get("failed") else "succeeded",
-                    finished_at=self.started_at
-                    + timedelta(seconds=time.monotonic() - self.started),
-                )
         self.run_state, self.seq = run, checkpoint.seq
         return follow_up
+
+    def _final(self, last: bool) -> dict[str, Any]:
+        """``add_progress`` arguments that finish the execution on the job's last page."""
+        if not last:
+            return {}
+        return {
+            "status": "partial" if self.counts.get("failed") else "succeeded",
+            "started_at": self.execution_started_at,
+            "finished_at": self.started_at + timedelta(seconds=time.monotonic() - self.started),
+        }
 
     async def _fail(self, message: str) -> None:
         if not self.execution_id:

@@ -71,8 +71,13 @@ class ExecutionRepository(ScopedRepository[SyncExecutionRow]):
         *,
         cursor_after: dict[str, Any] | None = None,
         record_errors: builtins.list[dict[str, Any]] | None = None,
+        status: str | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
     ) -> None:
-        """Add ``counts`` to the counters (and set the cursor / record errors)."""
+        """Add ``counts`` to the counters (and set the cursor / record errors). With
+        ``status``, also what :meth:`finish` sets, in the same UPDATE (``started_at``:
+        the execution's, for its duration; the caller knows it)."""
         values: dict[str, Any] = {
             name: getattr(E, name) + counts[name] for name in COUNTERS if counts.get(name)
         }
@@ -80,6 +85,14 @@ class ExecutionRepository(ScopedRepository[SyncExecutionRow]):
             values["cursor_after"] = cursor_after
         if record_errors is not None:
             values["record_errors"] = record_errors
+        if status is not None:
+            if status not in EXECUTION_STATUSES - {"running"} or started_at is None:
+                raise ValueError(f"not a final execution status with its start: {status!r}")
+            finished = finished_at or utcnow()
+            values["status"] = status
+            values["error"] = None
+            values["finished_at"] = finished
+            values["duration_ms"] = max(0, int((finished - started_at).total_seconds() * 1000))
         if not values:
             return
         await self._execute(
@@ -157,15 +170,20 @@ class SyncStateRepository(ScopedRepository[IntegrationRow]):
 
     async def lock(self, integration_id: str) -> dict[str, Any]:
         """Take the integration's row lock for this transaction (a no-op UPDATE: a row
-        lock on PostgreSQL, the write lock on SQLite) and return its current ``cursors``.
-        NotFoundError when the integration is not in scope."""
-        await self._execute(
+        lock on PostgreSQL, the write lock on SQLite) and return its current ``cursors``
+        (``RETURNING``: one statement). NotFoundError when the integration is not in
+        scope."""
+        result = await self._execute(
             self._update()
             .where(I.id == integration_id)
             .values(row_version=I.row_version)
+            .returning(I.cursors)
             .execution_options(synchronize_session=False)
         )
-        return await self.cursors(integration_id)
+        row = result.first()
+        if row is None:
+            raise NotFoundError(self.object_type, integration_id)
+        return dict(row.cursors or {})
 
     async def cursors(self, integration_id: str) -> dict[str, Any]:
         row = await self._one(
