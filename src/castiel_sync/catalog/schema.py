@@ -81,6 +81,10 @@ SignatureScheme = Literal[
     "asana_hmac_sha256",  # X-Hook-Signature, HMAC-SHA256 with the handshake secret
     "google_channel_token",  # X-Goog-Channel-Token chosen at watch time
     "google_pubsub_oidc",  # Pub/Sub push with an OIDC bearer token (Gmail watch)
+    # Outbound Message checked against the org's OrganizationId; relayed Change Data
+    # Capture events signed with Standard Webhooks (webhook-signature)
+    "salesforce_outbound_message",
+    "dataverse_webhook_key",  # registered shared key: ?code= (WebhookKey), headers, query
 ]
 # Authorize parameters the OAuth flow itself sets; a catalog entry must not override them.
 RESERVED_AUTHORIZE_PARAMS = frozenset(
