@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pstats
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -315,6 +316,7 @@ async def run_one(records: int, profile: bool) -> dict[str, Any]:
     await sync.aclose()
     server.terminate()
     await engine.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)  # the database (170 MB at N = 100,000)
     return results
 
 
