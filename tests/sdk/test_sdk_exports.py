@@ -14,7 +14,7 @@ SDK_NAMES = {
     "PermanentError", "RateLimit", "RateLimitedError", "RetryPolicy", "SystemClock",
     "TokenBucket", "TokenRefresher", "TransientError", "WebhookEvent", "WebhookRegistration",
     "WebhookRequest", "WebhookResponse", "available_adapters", "get_adapter", "json_path",
-    "parse_retry_after",
+    "parse_retry_after", "parse_timestamp",
 }  # fmt: skip
 
 TESTING_NAMES = {

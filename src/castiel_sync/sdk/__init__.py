@@ -36,6 +36,7 @@ from castiel_sync.sdk._registry import (
     available_adapters,
     get_adapter,
 )
+from castiel_sync.sdk._timestamps import parse_timestamp
 from castiel_sync.sdk._types import (
     MAX_FETCH_LIMIT,
     ConnectionTestResult,
@@ -88,4 +89,5 @@ __all__ = [
     "get_adapter",
     "json_path",
     "parse_retry_after",
+    "parse_timestamp",
 ]

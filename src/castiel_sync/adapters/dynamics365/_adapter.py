@@ -38,7 +38,6 @@ Wire facts (Dataverse developer docs, ``powerapps-docs/developer/data-platform/.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -71,6 +70,7 @@ from castiel_sync.sdk import (
     WebhookEvent,
     WebhookRequest,
     WebhookResponse,
+    parse_timestamp,
 )
 
 API_PATH = "/api/data/v9.2"
@@ -108,16 +108,6 @@ def scope_for(org_url: str) -> str:
     refresh token (``offline_access``)."""
     origin = httpx.URL(org_url.rstrip("/"))
     return f"{origin.scheme}://{origin.host}/.default offline_access"
-
-
-def parse_datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def dataverse_error(response: httpx.Response) -> tuple[str, str]:
@@ -474,5 +464,5 @@ class Dynamics365Adapter(HttpAdapter):
         return ExternalRecord(
             external_id=str(record_id).lower(),
             data=data,
-            modified_at=parse_datetime(row.get("modifiedon")),
+            modified_at=parse_timestamp(row.get("modifiedon")),
         )

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from castiel_sync.adapters.dynamics365._entities import CUSTOM_COLUMN, ColumnType, EntitySpec
-from castiel_sync.sdk import AdapterValidationError, FilterCondition
+from castiel_sync.sdk import AdapterValidationError, FilterCondition, parse_timestamp
 
 _OPS = {"eq": "eq", "ne": "ne", "gt": "gt", "gte": "ge", "lt": "lt", "lte": "le"}
 
@@ -65,11 +65,11 @@ def literal(value: Any, kind: ColumnType | None = None) -> str:
     if isinstance(value, date):
         return value.isoformat()
     if kind in ("datetime", "date") and isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise invalid(f"{value!r} is not an ISO 8601 date/time") from None
-        return parsed.date().isoformat() if kind == "date" and len(value) == 10 else iso(parsed)
+        parsed = parse_timestamp(value)
+        if parsed is None:
+            raise invalid(f"{value!r} is not an ISO 8601 date/time")
+        is_date = kind == "date" and len(value.strip()) == 10
+        return parsed.date().isoformat() if is_date else iso(parsed)
     if isinstance(value, uuid.UUID) or kind == "guid":
         try:
             return str(uuid.UUID(str(value)))

@@ -29,7 +29,7 @@ Wire facts (developers.hubspot.com, CRM v3 objects / search / OAuth guides):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -67,6 +67,7 @@ from castiel_sync.sdk import (
     WebhookEvent,
     WebhookRegistration,
     WebhookRequest,
+    parse_timestamp,
 )
 
 AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"
@@ -85,17 +86,7 @@ _TRANSIENT_STATUSES = frozenset({423, 477})  # Locked; Migration in progress
 
 def parse_hs_datetime(value: Any) -> datetime | None:
     """``2019-10-30T03:30:17.883Z`` (or epoch milliseconds) as an aware datetime."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    if value.isdigit():
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_timestamp(value, epoch_millis=True)
 
 
 def hs_error(response: httpx.Response) -> dict[str, Any]:

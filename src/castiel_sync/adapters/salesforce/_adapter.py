@@ -54,6 +54,7 @@ from castiel_sync.sdk import (
     WebhookEvent,
     WebhookRequest,
     WebhookResponse,
+    parse_timestamp,
 )
 
 DEFAULT_API_VERSION = "v62.0"
@@ -100,18 +101,9 @@ _VALIDATION_CODES = frozenset(
 _TRANSIENT_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"})
 
 
-def parse_sf_datetime(value: Any) -> datetime | None:
-    """``2013-05-20T20:49:32.000+0000`` (REST) or ISO 8601 with ``Z``/``+00:00``."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", text):
-        text = f"{text[:-2]}:{text[-2:]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+# ``2013-05-20T20:49:32.000+0000`` (REST) or ISO 8601 with ``Z``/``+00:00``. The name stays
+# for importers of this package.
+parse_sf_datetime = parse_timestamp
 
 
 def sf_errors(response: httpx.Response) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from castiel_sync.adapters.salesforce._entities import EntitySpec, FieldType
-from castiel_sync.sdk import AdapterValidationError, FilterCondition
+from castiel_sync.sdk import AdapterValidationError, FilterCondition, parse_timestamp
 
 STRING_TYPES: frozenset[FieldType] = frozenset(
     {"id", "reference", "string", "textarea", "picklist", "email", "phone", "url"}
@@ -81,10 +81,10 @@ def quote(value: str, *, like: bool = False) -> str:
 def datetime_literal(value: datetime | str) -> str:
     """A SOQL dateTime literal in UTC, floored to the second."""
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise invalid(f"{value!r} is not an ISO 8601 date and time") from None
+        parsed = parse_timestamp(value)
+        if parsed is None:
+            raise invalid(f"{value!r} is not an ISO 8601 date and time")
+        value = parsed
     if not isinstance(value, datetime):
         raise invalid("expected a date and time")
     if value.tzinfo is None:

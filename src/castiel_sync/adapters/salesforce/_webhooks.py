@@ -41,7 +41,13 @@ from defusedxml import DefusedXmlException
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from castiel_sync.adapters.salesforce._entities import EntitySpec, entity_for_sobject
-from castiel_sync.sdk import AdapterValidationError, WebhookEvent, WebhookRequest, WebhookResponse
+from castiel_sync.sdk import (
+    AdapterValidationError,
+    WebhookEvent,
+    WebhookRequest,
+    WebhookResponse,
+    parse_timestamp,
+)
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
@@ -217,19 +223,6 @@ def _typed(spec: EntitySpec | None, fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _parse_when(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", text):  # Salesforce REST style +0000
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def outbound_events(message: OutboundMessage) -> list[WebhookEvent]:
     events: list[WebhookEvent] = []
     for note_id, type_name, fields in message.notifications:
@@ -243,8 +236,8 @@ def outbound_events(message: OutboundMessage) -> list[WebhookEvent]:
                 # changed; it carries the fields the admin chose, not necessarily all.
                 action="changed",
                 data=data,
-                modified_at=_parse_when(fields.get("SystemModstamp"))
-                or _parse_when(fields.get("LastModifiedDate")),
+                modified_at=parse_timestamp(fields.get("SystemModstamp"))
+                or parse_timestamp(fields.get("LastModifiedDate")),
                 event_id=note_id or None,
             )
         )
