@@ -28,6 +28,7 @@ Anything else raises :class:`ValueError` naming the component and the rule.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from typing import Literal
@@ -111,6 +112,14 @@ def user_secret(
     """``tenant-{tenantId}-user-{userId}-{provider}-{instanceId}-{kind}``: one user's."""
     prefix = integration_prefix(tenant_id, provider_id, instance_id, user_id=user_id)
     return _checked(f"{prefix}{_kind(kind)}")
+
+
+def user_key(user_id: str) -> str:
+    """A user id as it may appear in a secret name (``[0-9a-z]+``): itself when it fits,
+    else a stable digest of it (IdP subjects like ``auth0|abc`` do not fit)."""
+    if re.fullmatch(r"[0-9a-z]{1,40}", user_id):
+        return user_id
+    return "u" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
 def tenant_prefix(tenant_id: str) -> str:

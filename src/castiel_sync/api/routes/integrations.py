@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from castiel_sync.api.schemas import (
 from castiel_sync.catalog import ProviderSpec
 from castiel_sync.domain import secret_names
 from castiel_sync.domain.config import IntegrationSettings
+from castiel_sync.domain.secret_names import user_key
 from castiel_sync.store.base import utcnow
 from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories import IntegrationRepository
@@ -419,11 +419,3 @@ async def list_connections(
         mine = user_key(access.principal.user_id)
         rows = [r for r in rows if r.scope == "user" and r.user_id == mine]
     return [connection_out(r) for r in rows]
-
-
-def user_key(user_id: str) -> str:
-    """A user id as it may appear in a secret name (``[0-9a-z]+``): itself when it fits,
-    else a stable digest of it (IdP subjects like ``auth0|abc`` do not fit)."""
-    if re.fullmatch(r"[0-9a-z]{1,40}", user_id):
-        return user_id
-    return "u" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
