@@ -57,6 +57,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 import httpx
 
+from castiel_sync.domain.filters import FilterCondition
 from castiel_sync.sdk._adapter import IntegrationAdapter
 from castiel_sync.sdk._errors import (
     AdapterError,
@@ -68,7 +69,12 @@ from castiel_sync.sdk._errors import (
     TransientError,
 )
 from castiel_sync.sdk._paginate import BasePaginator
-from castiel_sync.sdk._types import ConnectionTestResult, Credentials
+from castiel_sync.sdk._types import (
+    ConnectionTestResult,
+    Credentials,
+    ExternalRecord,
+    FetchOptions,
+)
 
 logger = logging.getLogger("castiel_sync.sdk.http")
 
@@ -253,6 +259,10 @@ class HttpAdapter(IntegrationAdapter):
         "remaining": ("X-RateLimit-Remaining", "RateLimit-Remaining"),
         "reset": ("X-RateLimit-Reset", "RateLimit-Reset"),
     }
+    # True when ``fetch_records`` applies ``eq`` pull filters: ``find_record`` then looks
+    # records up through it. Leave it False when the fetch ignores filters (a look-up
+    # would "find" any record); ``find_record`` then stays NotSupported.
+    find_by_fetch: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.transport: httpx.AsyncBaseTransport | None = None
@@ -344,6 +354,15 @@ class HttpAdapter(IntegrationAdapter):
                 details={"error": type(exc).__name__, "status_code": exc.status_code},
             )
         return ConnectionTestResult(ok=True, message=f"connected to {self.display_name}")
+
+    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
+        """The first record whose fields equal ``match`` (see ``find_by_fetch``). Uses the
+        adapter's own filtered fetch, so names and literals are validated and escaped."""
+        if not self.find_by_fetch:
+            return await super().find_record(entity, match)
+        filters = [FilterCondition(field=k, op="eq", value=v) for k, v in match.items()]
+        page = await self.fetch_records(entity, FetchOptions(filters=filters, limit=1))
+        return page.records[0] if page.records else None
 
     # -- hooks -------------------------------------------------------------------------
 

@@ -57,7 +57,6 @@ from castiel_sync.sdk import (
     ExternalRecord,
     FetchOptions,
     FetchResult,
-    FilterCondition,
     HttpAdapter,
     NextUrlPaginator,
     NotFoundError,
@@ -147,6 +146,7 @@ class Dynamics365Adapter(HttpAdapter):
     provider_id: ClassVar[str] = "dynamics365"
     entities: ClassVar[dict[str, EntitySpec]] = ENTITIES
     test_connection_path: ClassVar[str] = f"{API_PATH}/WhoAmI"
+    find_by_fetch: ClassVar[bool] = True  # eq filters are rendered into the query
     # The service protection window: 6,000 requests per user per 300 s (api-limits.md).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(requests_per_second=20.0, burst=200)
     # Retry-After values grow while a client keeps pushing (api-limits.md): sleep through
@@ -338,13 +338,6 @@ class Dynamics365Adapter(HttpAdapter):
         return self._record(spec, body)
 
     # -- writes ------------------------------------------------------------------------
-
-    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
-        """The first record whose fields equal ``match``, through the same filtered fetch
-        as the pull filters (so field names and literals are validated and escaped)."""
-        filters = [FilterCondition(field=k, op="eq", value=v) for k, v in match.items()]
-        page = await self.fetch_records(entity, FetchOptions(filters=filters, limit=1))
-        return page.records[0] if page.records else None
 
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         spec = self._writable(entity)

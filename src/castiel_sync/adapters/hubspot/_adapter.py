@@ -56,7 +56,6 @@ from castiel_sync.sdk import (
     ExternalRecord,
     FetchOptions,
     FetchResult,
-    FilterCondition,
     HttpAdapter,
     NotFoundError,
     NotSupportedError,
@@ -117,6 +116,7 @@ class HubSpotAdapter(HttpAdapter):
     provider_id: ClassVar[str] = "hubspot"
     default_base_url: ClassVar[str | None] = API_BASE_URL
     test_connection_path: ClassVar[str | None] = f"{OBJECTS}/contacts?limit=1"
+    find_by_fetch: ClassVar[bool] = True  # eq filters are rendered into the query
     # Catalog: 100 requests per 10 seconds per app and portal.
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(requests_per_second=10, burst=100)
     # Changelog "CRM Search API Rate Limit Increase": four search requests per second.
@@ -370,13 +370,6 @@ class HubSpotAdapter(HttpAdapter):
     def _writable(self, spec: EntitySpec) -> None:
         if not spec.bidirectional:
             raise NotSupportedError(f"HubSpot {spec.name} are synced inbound only")
-
-    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
-        """The first record whose fields equal ``match``, through the same filtered fetch
-        as the pull filters (so field names and literals are validated and escaped)."""
-        filters = [FilterCondition(field=k, op="eq", value=v) for k, v in match.items()]
-        page = await self.fetch_records(entity, FetchOptions(filters=filters, limit=1))
-        return page.records[0] if page.records else None
 
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         spec = entity_spec(entity)

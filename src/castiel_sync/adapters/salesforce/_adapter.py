@@ -43,7 +43,6 @@ from castiel_sync.sdk import (
     ExternalRecord,
     FetchOptions,
     FetchResult,
-    FilterCondition,
     HttpAdapter,
     NextUrlPaginator,
     NotFoundError,
@@ -125,6 +124,7 @@ class SalesforceAdapter(HttpAdapter):
     provider_id: ClassVar[str] = "salesforce"
     entities: ClassVar[dict[str, EntitySpec]] = ENTITIES
     default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
+    find_by_fetch: ClassVar[bool] = True  # eq filters are rendered into the query
 
     def __init__(self, api_version: str = DEFAULT_API_VERSION) -> None:
         super().__init__()
@@ -311,13 +311,6 @@ class SalesforceAdapter(HttpAdapter):
         return FetchResult(records=records, high_water_mark=covered or end)
 
     # -- writes ------------------------------------------------------------------------
-
-    async def find_record(self, entity: str, match: dict[str, Any]) -> ExternalRecord | None:
-        """The first record whose fields equal ``match``, through the same filtered fetch
-        as the pull filters (so field names and literals are validated and escaped)."""
-        filters = [FilterCondition(field=k, op="eq", value=v) for k, v in match.items()]
-        page = await self.fetch_records(entity, FetchOptions(filters=filters, limit=1))
-        return page.records[0] if page.records else None
 
     async def create_record(self, entity: str, data: dict[str, Any]) -> str:
         spec = self._writable_spec(entity)
