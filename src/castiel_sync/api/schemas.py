@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr
 from castiel_sync.domain.config import (
     MAX_CONCURRENT_SYNCS,
     MAX_RECORDS_PER_SYNC,
+    SHARD_TYPE_PATTERN,  # noqa: F401 - re-exported: the routes import it from here
     CamelModel,
     ConflictMode,
     EntityMapping,
@@ -22,7 +23,6 @@ from castiel_sync.domain.filters import FilterCondition
 
 INSTANCE_ID_PATTERN = r"^[0-9a-z]+(?:-[0-9a-z]+)*$"
 PROVIDER_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
-SHARD_TYPE_PATTERN = r"^c_[a-z][a-z0-9_]{0,62}$"
 
 # Versions are stored as 32-bit integers; larger input is refused, not a store error.
 MAX_VERSION = 2**31 - 1

@@ -20,7 +20,12 @@ from castiel_sync.catalog.templating import (
     placeholders,
     render,
 )
-from castiel_sync.domain.config import EntityMapping, FieldMapping, SyncDirection
+from castiel_sync.domain.config import (
+    SHARD_TYPE_PATTERN,
+    EntityMapping,
+    FieldMapping,
+    SyncDirection,
+)
 
 # The stable provider ids of DESIGN.md §4. Adapters and secret names use them; they never change.
 STABLE_PROVIDER_IDS: tuple[str, ...] = (
@@ -176,7 +181,7 @@ class EntitySpec(StrictModel):
     """One external entity the provider's API exposes, and its default mapping."""
 
     name: str = Field(min_length=1, max_length=100)
-    shard_type: str = Field(pattern=r"^c_[a-z][a-z0-9_]{0,62}$")
+    shard_type: str = Field(pattern=SHARD_TYPE_PATTERN)
     direction: SyncDirection
     id_field: str = Field(min_length=1)
     # The field that orders changes for incremental sync; None when the API has none.

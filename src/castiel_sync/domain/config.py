@@ -22,6 +22,8 @@ MIN_INTERVAL_MINUTES = 5
 MAX_RECORDS_PER_SYNC = 1000
 DEFAULT_CONCURRENT_SYNCS = 3
 MAX_CONCURRENT_SYNCS = 10
+# A shard type name ("c_contact"): catalog entities, mappings, match rules, API filters.
+SHARD_TYPE_PATTERN = r"^c_[a-z][a-z0-9_]{0,62}$"
 
 SyncDirection = Literal["inbound", "outbound", "bidirectional"]
 ConflictMode = Literal["last_write_wins", "external_wins", "castiel_wins", "manual"]
@@ -134,7 +136,7 @@ class FieldMapping(CamelModel):
 
 class EntityMapping(CamelModel):
     entity: str = Field(min_length=1, max_length=100)
-    shard_type: str = Field(pattern=r"^c_[a-z][a-z0-9_]{0,62}$")
+    shard_type: str = Field(pattern=SHARD_TYPE_PATTERN)
     direction: SyncDirection = "inbound"
     enabled: bool = True
     field_mappings: list[FieldMapping] = Field(default_factory=list)
@@ -169,7 +171,7 @@ class MatchRule(CamelModel):
     """Link a record to an existing shard of ``shard_type`` whose ``fields`` are all equal
     (case-insensitively), instead of creating a duplicate."""
 
-    shard_type: str = Field(pattern=r"^c_[a-z][a-z0-9_]{0,62}$")
+    shard_type: str = Field(pattern=SHARD_TYPE_PATTERN)
     fields: list[str] = Field(min_length=1)
 
 
