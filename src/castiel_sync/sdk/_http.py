@@ -379,6 +379,15 @@ class HttpAdapter(IntegrationAdapter):
                     self.rate_limit_state[key] = _number(value)
                     break
 
+    @staticmethod
+    def json_body(response: httpx.Response) -> Any:
+        """The decoded JSON body, or None when it is empty or not JSON: for reading a
+        provider's error body, which may be anything, without raising."""
+        try:
+            return response.json()
+        except (ValueError, UnicodeDecodeError):
+            return None
+
     def error_detail(self, response: httpx.Response) -> str | None:
         """Internal detail for an error: the provider's error body, shortened and redacted."""
         try:

@@ -111,10 +111,7 @@ def scope_for(org_url: str) -> str:
 
 def dataverse_error(response: httpx.Response) -> tuple[str, str]:
     """``(code, message)`` of a Web API error body; empty strings when absent."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return "", ""
+    body = HttpAdapter.json_body(response)
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return "", ""

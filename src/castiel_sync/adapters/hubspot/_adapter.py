@@ -89,10 +89,7 @@ def parse_hs_datetime(value: Any) -> datetime | None:
 
 
 def hs_error(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return {}
+    body = HttpAdapter.json_body(response)
     return body if isinstance(body, dict) else {}
 
 

@@ -107,10 +107,7 @@ parse_sf_datetime = parse_timestamp
 
 def sf_errors(response: httpx.Response) -> list[dict[str, Any]]:
     """The error objects of a Salesforce error body (an array, sometimes one object)."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return []
+    body = HttpAdapter.json_body(response)
     if isinstance(body, dict):
         body = [body]
     if not isinstance(body, list):
