@@ -200,24 +200,28 @@ class ScopedRepository(Generic[RowT]):
     async def _update_many(
         self, rows: list[dict[str, Any]], model: type[Any] | None = None, *, key: str = "id"
     ) -> None:
-        """``UPDATE ... WHERE <key> = row[key]`` (and the scope's criteria) for every row,
-        in one executemany. Every row sets the same columns."""
+        """``UPDATE ... WHERE <key> = row[key]`` and the scope's criteria (the same
+        :meth:`_criteria` every other statement uses) for every row, in one executemany.
+        Every row sets the same columns. Tenant scope only; a row may not set
+        ``tenant_id`` (that would move it to another tenant)."""
         if not rows:
             return
-        table = (model or self.model).__table__
+        self._tenant_id("update")
+        target = model or self.model
+        table = target.__table__
         columns = [name for name in rows[0] if name != key]
+        if "tenant_id" in columns:
+            raise ScopeError(f"{type(self).__name__} bulk updates may not set tenant_id")
         stmt = (
             update(table)
-            .where(table.c[key] == bindparam("k_" + key), *self._criteria_core(table))
+            .where(
+                table.c[key] == bindparam("k_" + key),
+                *self._scope_terms(target, write=True, index=False),
+            )
             .values({name: bindparam("v_" + name) for name in columns})
         )
         params = [{"k_" + key: r[key], **{"v_" + n: r[n] for n in columns}} for r in rows]
         await self._session.execute(stmt, params)
-
-    def _criteria_core(self, table: Any) -> list[ColumnElement[bool]]:
-        if isinstance(self.scope, SystemScope):
-            return []
-        return [table.c.tenant_id == self.scope.tenant_id]
 
     def _forget(self, row: Any) -> None:
         """Detach a deleted row so it reads as it was."""
