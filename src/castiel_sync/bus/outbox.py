@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, Table, delete, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -31,8 +31,11 @@ from castiel_sync.bus.router import Router, envelope_dict, event_tenant, routing
 from castiel_sync.store.base import utcnow
 from castiel_sync.store.tables import OutboxRow
 
+if TYPE_CHECKING:
+    from castiel_sync.bus.sql import SqlBus
+
 log = structlog.get_logger(__name__)
-_O = OutboxRow.__table__
+_O = cast(Table, OutboxRow.__table__)
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 
 
@@ -85,7 +88,7 @@ class OutboxRelay:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(wakeup.set)
 
-    def _store_writer(self) -> Any:
+    def _store_writer(self) -> SqlBus | None:
         """The SqlBus writing to this relay's SQLite file: the bus itself (embedded) or
         the store a RabbitMQ bus keeps its dedup window in; None otherwise."""
         from castiel_sync.bus.sql import SqlBus
@@ -159,12 +162,12 @@ class OutboxRelay:
     def _mark_sync(conn: Connection, ids: list[int]) -> None:
         conn.execute(update(_O).where(_O.c.id.in_(ids)).values(relayed_at=utcnow()))
 
-    async def _send(self, rows: list[Any]) -> None:
+    async def _send(self, rows: Sequence[Any]) -> None:
         out = self._outgoing(rows)
         if out:
             await self.router.bus.send_many(out)
 
-    def _outgoing(self, rows: list[Any]) -> list[Any]:
+    def _outgoing(self, rows: Sequence[Any]) -> list[Any]:
         # Events with no sync queue (shard events, TokenRefreshFailed alerts) are for
         # downstream subscribers: they stay readable in the outbox until pruned, and a
         # relay must not stall on them.

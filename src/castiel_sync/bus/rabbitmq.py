@@ -58,9 +58,10 @@ import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import aio_pika
@@ -70,6 +71,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
+    HeadersType,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -154,6 +156,16 @@ def _us(epoch: float) -> int:
 
 def _dt(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _int_header(headers: HeadersType, key: str) -> int | None:
+    """An integer header (ours, or the broker's ``x-delivery-count``); None if absent."""
+    value = headers.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int | float | str | bytes | bytearray | Decimal):
+        return int(value)
+    raise TypeError(f"header {key!r} is not an integer: {value!r}")
 
 
 class RabbitBus(Bus):
@@ -382,7 +394,7 @@ class RabbitBus(Bus):
         explicit = [m.message_id for m in messages if m.message_id]
         seen = await self._store.seen_ids(explicit) if explicit else set()
         now = time.time()
-        publishes = []
+        publishes: list[Awaitable[object]] = []
         for m in messages:
             check_queue(m.queue)
             mid = m.message_id or str(uuid.uuid4())
@@ -442,23 +454,24 @@ class RabbitBus(Bus):
 
     def _parse(self, queue: str, incoming: AbstractIncomingMessage) -> Message:
         h = incoming.headers or {}
-        broker_count = int(h.get("x-delivery-count") or 0)  # type: ignore[call-overload]
-        own_count = int(h.get("castiel-count") or 0)  # type: ignore[call-overload]
-        enqueued = h.get("castiel-enqueued")
-        nb = h.get("castiel-not-before")
+        broker_count = _int_header(h, "x-delivery-count") or 0
+        own_count = _int_header(h, "castiel-count") or 0
+        enqueued = _int_header(h, "castiel-enqueued")
+        nb = _int_header(h, "castiel-not-before")
+        is_json = _int_header(h, "castiel-json")
         session = h.get("castiel-session")
         last_error = h.get("castiel-last-error")
         original = h.get("castiel-original-queue")
         return Message(
             id=incoming.message_id or "",
             queue=queue,
-            body=decode_body(int(h.get("castiel-json", 1)), incoming.body),  # type: ignore[call-overload]
+            body=decode_body(1 if is_json is None else is_json, incoming.body),
             tenant_id=str(h.get("castiel-tenant") or ""),
-            priority=int(h.get("castiel-priority") or 0),  # type: ignore[call-overload]
+            priority=_int_header(h, "castiel-priority") or 0,
             session_key=str(session) if session is not None else None,
             delivery_count=own_count + broker_count + 1,
-            enqueued_at=_dt(int(enqueued) / 1e6) if enqueued is not None else None,  # type: ignore[call-overload]
-            not_before=_dt(int(nb) / 1e6) if nb is not None else None,  # type: ignore[call-overload]
+            enqueued_at=_dt(enqueued / 1e6) if enqueued is not None else None,
+            not_before=_dt(nb / 1e6) if nb is not None else None,
             last_error=str(last_error) if last_error is not None else None,
             original_queue=str(original) if original is not None else None,
         )

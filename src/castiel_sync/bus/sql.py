@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
@@ -51,6 +51,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     delete,
     event,
@@ -129,8 +130,8 @@ class BusDedupRow(Base):
     expires_at: Mapped[float] = mapped_column(Double, index=True)
 
 
-_T = BusMessageRow.__table__
-_D = BusDedupRow.__table__
+_T = cast(Table, BusMessageRow.__table__)
+_D = cast(Table, BusDedupRow.__table__)
 
 _CLAIM_SQLITE = text(
     """
@@ -453,11 +454,13 @@ class SqlBus(Bus):
             want = limit - len(claimed)
             if want <= 0:
                 break
-            rows = conn.execute(
-                claim,
-                {"token": token, "until": until, "now": now, "queue": queue, "limit": want},
-            ).all()
-            rows.sort(key=lambda r: (-r.priority, r.seq))
+            rows = sorted(
+                conn.execute(
+                    claim,
+                    {"token": token, "until": until, "now": now, "queue": queue, "limit": want},
+                ).all(),
+                key=lambda r: (-r.priority, r.seq),
+            )
             expired = [r for r in rows if r.delivery_count > self.max_deliveries]
             if expired:
                 # Delivered max times and the last holder never settled it.
