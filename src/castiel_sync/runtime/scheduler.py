@@ -116,8 +116,11 @@ class SyncScheduler:
             due = await IntegrationRepository(session, SystemScope("sync scheduler")).due(
                 now, self.batch_size
             )
+            # due() selects only rows with a next_sync_at; the test narrows the type.
             candidates = [
-                (r.id, r.tenant_id, r.next_sync_at, dict(r.sync_frequency or {})) for r in due
+                (r.id, r.tenant_id, r.next_sync_at, dict(r.sync_frequency or {}))
+                for r in due
+                if r.next_sync_at is not None
             ]
         full: set[str] = set()
         for integration_id, tenant_id, due_at, frequency in candidates:

@@ -14,7 +14,7 @@ or workers can never hold one slot.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from castiel_sync.runtime.schema import sync_slots as _S
 
 
-def _free(now: float) -> object:
+def _free(now: float) -> ColumnElement[bool]:
     return or_(_S.c.holder.is_(None), _S.c.lease_until <= now)
 
 
