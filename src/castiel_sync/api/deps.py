@@ -114,9 +114,14 @@ class Access:
             yield Repositories(session, self.scope, self.ctx.settings)
 
     @property
-    def tenant_id(self) -> TenantId:
+    def tenant_scope(self) -> TenantScope:
+        """The scope of a tenant route (TenantAccessDep and TenantAdminDep give one)."""
         assert isinstance(self.scope, TenantScope)
-        return self.scope.tenant_id
+        return self.scope
+
+    @property
+    def tenant_id(self) -> TenantId:
+        return self.tenant_scope.tenant_id
 
     def audit_actor(self) -> dict[str, Any]:
         return {"actor_user_id": self.principal.user_id, "actor_role": str(self.principal.role)}

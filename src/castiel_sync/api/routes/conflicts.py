@@ -83,7 +83,11 @@ async def resolve_conflict(
         raise UnprocessableProblem("a value is only given with choice 'value'")
     value = body.value if body.choice == "value" else MISSING
     result = await ConflictService(access.ctx.store).resolve(
-        access.scope, conflict_id, body.choice, value, actor=f"user:{access.principal.user_id}"
+        access.tenant_scope,
+        conflict_id,
+        body.choice,
+        value,
+        actor=f"user:{access.principal.user_id}",
     )
     async with access.transaction() as repos:
         await repos.audit.record(

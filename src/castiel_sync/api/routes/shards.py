@@ -146,7 +146,7 @@ async def patch_shard(
     service = ShardService(access.ctx.store)
     try:
         result = await service.patch(
-            access.scope, shard_id, body.changes, remove=body.remove,
+            access.tenant_scope, shard_id, body.changes, remove=body.remove,
             actor=f"user:{access.principal.user_id}", expected_version=expected,
         )  # fmt: skip
     except ShardEditError as exc:
