@@ -1202,12 +1202,12 @@ class Dynamics365Emulator(ProviderEmulator):
             keys.append((table.primary_id, False))
         ordered = list(rows)
         for name, desc in reversed(keys):
-            kind = table.all_columns[name]
-            ordered.sort(
-                key=lambda r, n=name, k=kind: _sort_key(_coerce(k, self._values(table, r).get(n))),
-                reverse=desc,
-            )
+            ordered.sort(key=self._column_key(table, name), reverse=desc)
         return ordered
+
+    def _column_key(self, table: Table, name: str) -> Callable[[StoredRecord], tuple[int, Any]]:
+        kind = table.all_columns[name]
+        return lambda r: _sort_key(_coerce(kind, self._values(table, r).get(name)))
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

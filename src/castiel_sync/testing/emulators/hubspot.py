@@ -379,7 +379,7 @@ class HubSpotEmulator(ProviderEmulator):
         if sorts:
             sort = sorts[0] if isinstance(sorts[0], dict) else {"propertyName": sorts[0]}
             name = sort.get("propertyName")
-            if name not in known:
+            if not isinstance(name, str) or name not in known:
                 raise _BadRequest(f"There was a problem with the request: unknown property {name}")
             reverse = sort.get("direction", "ASCENDING") == "DESCENDING"
             rows.sort(key=lambda r: _tiebreak(r.id))
@@ -494,11 +494,8 @@ class HubSpotEmulator(ProviderEmulator):
             ]
         else:
             wanted = body.get("properties") or None
-            results = [
-                self.render(kind, store.get(rid), wanted)
-                for rid in dict.fromkeys(ids)
-                if rid not in missing
-            ]  # type: ignore[arg-type]
+            found = (store.get(rid) for rid in dict.fromkeys(ids))
+            results = [self.render(kind, record, wanted) for record in found if record is not None]
         return self._batch_reply(kind, results, missing, started, 200)
 
     def _batch_reply(
