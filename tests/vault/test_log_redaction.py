@@ -68,7 +68,12 @@ def _emit_everything(secret: str) -> None:
         200,
         "OK",
     )
-    logging.getLogger("uvicorn.access").info(
+    access = logging.getLogger("uvicorn.access")
+    # An in-process uvicorn run earlier in the session may leave this logger disabled or
+    # not propagating; `serve` runs with log_config=None, where it propagates.
+    access.disabled, access.propagate, access.handlers = False, True, []
+    access.setLevel(logging.NOTSET)
+    access.info(
         '%s - "%s %s HTTP/%s" %d',
         "127.0.0.1:50000",
         "GET",
