@@ -396,16 +396,22 @@ class RefreshingCredentialProvider:
         return await self.refresher._read(row)
 
     def token_refresher(self, integration: IntegrationRow) -> AdapterTokenRefresher | None:
+        # The version this adapter's token came from belongs to this adapter: jobs of one
+        # integration run side by side, and one job's refresh must not make another job,
+        # still holding the dead token, look current (it would refresh a second time).
+        held = self._seen.get(integration.id)
+
         async def refresh() -> Credentials:
-            seen = self._seen.get(integration.id)
-            if seen is None:
+            nonlocal held
+            if held is None:
                 row = await self._tenant_connection(integration)
-                seen = (row.id, row.credential_version)
+                held = (row.id, row.credential_version)
             credentials = await self.refresher.refresh(
-                seen[0], integration.tenant_id, seen_version=seen[1]
+                held[0], integration.tenant_id, seen_version=held[1]
             )
             row = await self._tenant_connection(integration)
-            self._seen[integration.id] = (row.id, row.credential_version)
+            held = (row.id, row.credential_version)
+            self._seen[integration.id] = held
             return credentials
 
         return refresh
