@@ -166,3 +166,33 @@ async def test_refused_refresh_alerts_marks_the_connection_and_disables_the_inte
     assert event["data"]["connectionId"] == connection_id
     assert event["data"]["integrationDisabled"] is True
     assert "invalid_grant" in event["data"]["reason"]
+
+
+async def test_a_second_job_holding_the_dead_token_reuses_the_first_jobs_refresh(
+    rt_engine: AsyncEngine, tmp_path: Path, oauth: OAuthEmulator
+) -> None:
+    """Two jobs of one integration load the same token; the first meets a 401 and
+    refreshes. The second then meets its 401 with the dead token: it must get the first
+    job's token, not refresh again (with rotation that would burn a refresh token)."""
+    vault = _vault(rt_engine, tmp_path)
+    integration_id, _, _ = await _connected(rt_engine, vault, oauth, expires_in=1800)
+    refresher = TokenRefresher(
+        rt_engine, vault, load_catalog(), clock=FakeClock(T0), transport=oauth.transport()
+    )
+    provider = RefreshingCredentialProvider(refresher)
+    async with Store(rt_engine).transaction() as session:
+        integration = await IntegrationRepository(session, TenantScope(TenantId(TENANT))).get(
+            integration_id
+        )
+    held_a = await provider.credentials(integration)
+    on_401_a = provider.token_refresher(integration)
+    held_b = await provider.credentials(integration)
+    on_401_b = provider.token_refresher(integration)
+    assert on_401_a is not None and on_401_b is not None
+    assert held_a.access_token == held_b.access_token
+
+    fresh_a = await on_401_a()
+    fresh_b = await on_401_b()
+
+    assert oauth.token_call_count("refresh_token") == 1
+    assert fresh_b.access_token == fresh_a.access_token != held_b.access_token
