@@ -124,7 +124,6 @@ class Bus(ABC):
     async def start(self) -> None:  # noqa: B027 - optional hook, most backends need none
         """Create what the backend needs (idempotent)."""
 
-    @abstractmethod
     async def send(
         self,
         queue: str,
@@ -138,22 +137,14 @@ class Bus(ABC):
         event_type: str | None = None,
     ) -> str:
         """Enqueue durably; returns the message id. Repeating a ``message_id`` is a no-op."""
+        out = OutgoingMessage(
+            queue, body, tenant_id, priority, not_before, session_key, message_id, event_type
+        )
+        return (await self.send_many([out]))[0]
 
+    @abstractmethod
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Enqueue several messages; backends batch this (one transaction, one confirm wait)."""
-        return [
-            await self.send(
-                m.queue,
-                m.body,
-                tenant_id=m.tenant_id,
-                priority=m.priority,
-                not_before=m.not_before,
-                session_key=m.session_key,
-                message_id=m.message_id,
-                event_type=m.event_type,
-            )
-            for m in messages
-        ]
 
     @abstractmethod
     async def receive(

@@ -371,23 +371,6 @@ class RabbitBus(Bus):
         assert isinstance(target, str)
         await self._pub.default_exchange.publish(message, routing_key=target, mandatory=True)
 
-    async def send(
-        self,
-        queue: str,
-        body: Body,
-        *,
-        tenant_id: str,
-        priority: int = 0,
-        not_before: datetime | None = None,
-        session_key: str | None = None,
-        message_id: str | None = None,
-        event_type: str | None = None,
-    ) -> str:
-        out = OutgoingMessage(
-            queue, body, tenant_id, priority, not_before, session_key, message_id, event_type
-        )
-        return (await self.send_many([out]))[0]
-
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         assert self._pub is not None and self._topic is not None, "call start() first"
         ids: list[str] = []

@@ -307,23 +307,6 @@ class SqlBus(Bus):
 
     # -- send ---------------------------------------------------------------------------
 
-    async def send(
-        self,
-        queue: str,
-        body: Body,
-        *,
-        tenant_id: str,
-        priority: int = 0,
-        not_before: datetime | None = None,
-        session_key: str | None = None,
-        message_id: str | None = None,
-        event_type: str | None = None,
-    ) -> str:
-        out = OutgoingMessage(
-            queue, body, tenant_id, priority, not_before, session_key, message_id, event_type
-        )
-        return (await self.send_many([out]))[0]
-
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         return await self.send_many_with(messages)
 
