@@ -16,6 +16,9 @@ deletion* (seen gone upstream, waiting out the integration's delete grace period
 
 from __future__ import annotations
 
+# The repositories' ``list`` methods shadow the builtin inside their class bodies, so
+# annotations there spell it ``builtins.list``.
+import builtins
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -61,7 +64,7 @@ class ShardRepository(ScopedRepository[ShardRow]):
         include_deleted: bool = False,
         after_id: str | None = None,
         limit: int = 100,
-    ) -> list[ShardRow]:
+    ) -> builtins.list[ShardRow]:
         """Shards by id (keyset pagination with ``after_id``)."""
         stmt = self._select().order_by(S.id).limit(limit)
         if shard_type is not None:
@@ -94,7 +97,7 @@ class ShardRepository(ScopedRepository[ShardRow]):
 
     async def find_by_fields(
         self, shard_type: str, field: str, values: Iterable[str], *, exclude_held_by: Any = None
-    ) -> list[Any]:
+    ) -> builtins.list[Any]:
         """Live shards of ``shard_type`` whose ``structured_data`` at the dotted ``field``
         equals one of ``values``, case-insensitively. Rows: ``id``, ``key`` (the lowered
         value), ``structured_data``."""
@@ -109,15 +112,15 @@ class ShardRepository(ScopedRepository[ShardRow]):
             stmt = stmt.where(S.id.not_in(exclude_held_by))
         return list((await self._execute(stmt)).all())
 
-    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_many(self, rows: builtins.list[dict[str, Any]]) -> None:
         """New shards; every row gives every column but ``tenant_id``."""
         await self._insert_many(rows)
 
-    async def update_many(self, rows: list[dict[str, Any]]) -> None:
+    async def update_many(self, rows: builtins.list[dict[str, Any]]) -> None:
         """Rows of ``{"id", <the same columns>...}``."""
         await self._update_many(rows)
 
-    async def tombstone(self, shard_ids: Sequence[str], now: datetime) -> list[Any]:
+    async def tombstone(self, shard_ids: Sequence[str], now: datetime) -> builtins.list[Any]:
         """Mark live shards deleted (version + 1); returns ``id, shard_type, version`` of
         those that were live."""
         if not shard_ids:
@@ -157,7 +160,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
         )
         return row
 
-    async def for_shard(self, shard_id: str) -> list[ExternalRelationshipRow]:
+    async def for_shard(self, shard_id: str) -> builtins.list[ExternalRelationshipRow]:
         """A shard's ``external_relationships``, oldest first."""
         return await self._all(
             self._select(scope_index=False)
@@ -168,7 +171,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
 
     async def list(
         self, integration_id: str, entity: str | None = None, *, include_deleted: bool = False
-    ) -> list[ExternalRelationshipRow]:
+    ) -> builtins.list[ExternalRelationshipRow]:
         stmt = self._select().where(R.integration_id == integration_id).order_by(R.external_id)
         if entity is not None:
             stmt = stmt.where(R.entity == entity)
@@ -220,10 +223,10 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
             .scalar_subquery()
         )
 
-    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_many(self, rows: builtins.list[dict[str, Any]]) -> None:
         await self._insert_many(rows)
 
-    async def update_many(self, rows: list[dict[str, Any]]) -> None:
+    async def update_many(self, rows: builtins.list[dict[str, Any]]) -> None:
         await self._update_many(rows)
 
     async def mark_seen(
@@ -260,7 +263,7 @@ class RelationshipRepository(ScopedRepository[ExternalRelationshipRow]):
 
     async def due_for_tombstone(
         self, integration_id: str, entity: str, cutoff: datetime
-    ) -> list[Any]:
+    ) -> builtins.list[Any]:
         """Pending deletions whose grace period ended (``deleted_upstream_at <= cutoff``):
         rows ``id, shard_id``."""
         stmt = (
