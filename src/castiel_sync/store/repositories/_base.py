@@ -188,11 +188,10 @@ class ScopedRepository(Generic[RowT]):
         for row in rows:
             row["tenant_id"] = tenant
         table = (model or self.model).__table__
-        dialect = self._session.bind.dialect
-        if dialect.name == "sqlite":
-            prepared = _sqlite_prepared(table, rows, dialect)
+        if self._is_sqlite():
+            connection = await self._session.connection()
+            prepared = _sqlite_prepared(table, rows, connection.dialect)
             if prepared is not None:
-                connection = await self._session.connection()
                 await connection.exec_driver_sql(*prepared)
                 return
         await self._session.execute(insert(table), rows)
@@ -228,7 +227,7 @@ class ScopedRepository(Generic[RowT]):
         self._session.expunge(row)
 
 
-_UNARY_PLUS = operators.custom_op("+")
+_UNARY_PLUS: operators.custom_op[Any] = operators.custom_op("+")
 
 
 def _not_indexed(term: ColumnElement[bool]) -> ColumnElement[bool]:
