@@ -101,7 +101,8 @@ def _chunks(items: list[Any], size: int = MAX_BATCH) -> Iterable[list[Any]]:
 def _properties_of(data: dict[str, Any]) -> dict[str, Any]:
     """The properties to write: ``{"properties": {...}}`` (the mapped HubSpot shape) or
     a flat mapping of property names."""
-    props = data.get("properties") if isinstance(data.get("properties"), dict) else data
+    nested = data.get("properties")
+    props = nested if isinstance(nested, dict) else data
     for name in props:
         property_name(name)
     return {k: v for k, v in props.items() if k not in (ID_PROPERTY,)}
