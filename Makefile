@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/castiel_sync
 	$(BIN)/pytest -q -p no:cacheprovider
 
 clean:
