@@ -4,10 +4,12 @@ once; SIGTERM drains and exits cleanly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,24 +29,44 @@ def bus_url(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def _worker(env: dict[str, str], mode: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("castiel-sync")),
-        "worker",
-        "--queues",
-        QUEUE_WEBHOOK,
-        "--handlers",
-        "runtime_crash_handlers:registry",
-        "--concurrency",
-        "1" if mode == "hold" else "4",
-        "--lease-seconds",
-        "2",
-        "--drain-timeout",
-        "10",
-        env={**env, "CASTIEL_TEST_MODE": mode},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+StartWorker = Callable[[dict[str, str], str], Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[StartWorker]:
+    """``start_worker(env, mode)`` starts a ``castiel-sync worker`` process on the webhook
+    queue (runtime_worker.py, with runtime_crash_handlers' ``mode``); any still running at
+    the end (a failed test) is killed, so none outlives its test on the shared broker."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(env: dict[str, str], mode: str) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(HERE / "runtime_worker.py"),
+            "worker",
+            "--queues",
+            QUEUE_WEBHOOK,
+            "--handlers",
+            "runtime_crash_handlers:registry",
+            "--concurrency",
+            "1" if mode == "hold" else "4",
+            "--lease-seconds",
+            "2",
+            "--drain-timeout",
+            "10",
+            env={**env, "CASTIEL_TEST_MODE": mode},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
 
 
 async def _until(predicate, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -56,7 +78,7 @@ async def _until(predicate, limit: float = 60.0) -> None:  # type: ignore[no-unt
 
 
 async def test_sigkilled_worker_process_loses_nothing_and_effects_happen_once(
-    tmp_path: Path, bus_url: str
+    tmp_path: Path, bus_url: str, start_worker: StartWorker
 ) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'castiel.db'}"
     await migrate.upgrade(db_url)
@@ -89,7 +111,7 @@ async def test_sigkilled_worker_process_loses_nothing_and_effects_happen_once(
             )
             sent.add(await router.dispatch(event.type, event.to_dict()))
 
-        holder = await _worker(env, "hold")
+        holder = await start_worker(env, "hold")
         holding = Path(str(effects) + ".holding")
         await _until(holding.exists)
         held = holding.read_text().split()  # noqa: ASYNC240 - a tiny local file
@@ -97,7 +119,7 @@ async def test_sigkilled_worker_process_loses_nothing_and_effects_happen_once(
         holder.send_signal(signal.SIGKILL)
         await holder.wait()
 
-        worker = await _worker(env, "process")
+        worker = await start_worker(env, "process")
 
         def effects_count() -> int:
             if not effects.exists():
