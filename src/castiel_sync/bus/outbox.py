@@ -23,9 +23,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import Connection, Table, delete, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from castiel_sync.bus.router import Router, envelope_dict, event_tenant, routing_table
 from castiel_sync.store.base import utcnow
@@ -39,29 +40,63 @@ _O = cast(Table, OutboxRow.__table__)
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 
 
-def _wake_relays(_session: Any) -> None:
+def _wake_relays() -> None:
     for relay in list(_RELAYS):
         relay.wake()
 
 
+# Events wait in the session until its transaction commits, then go in as one
+# executemany: the ORM inserts rows with a database-generated key one statement at a
+# time (it must read each key back), which made a ten-event commit ten round trips.
+_PENDING = "castiel.outbox.pending"
+_WROTE = "castiel.outbox.wrote"
+
+
 def publish(
-    session: AsyncSession, event: Mapping[str, Any] | Any, *, session_key: str | None = None
-) -> OutboxRow:
-    """Record ``event`` (a CloudEvent dict or model) in the caller's transaction."""
+    session: AsyncSession | Session,
+    event: Mapping[str, Any] | Any,
+    *,
+    session_key: str | None = None,
+) -> None:
+    """Record ``event`` (a CloudEvent dict or model) in the caller's transaction.
+
+    The row is written when the session commits (before its final flush), so it exists
+    exactly when the change does; a rollback drops it with the rest. A session bound to
+    a connection whose transaction it joined must still be committed (that commit only
+    flushes), as :func:`castiel_sync.runtime._db.write_session` does."""
     envelope = envelope_dict(event)
-    row = OutboxRow(
-        tenant_id=event_tenant(envelope),
-        event_type=str(envelope["type"]),
-        session_key=session_key,
-        event=envelope,
-        created_at=utcnow(),
+    sync_session = session.sync_session if isinstance(session, AsyncSession) else session
+    sync_session.info.setdefault(_PENDING, []).append(
+        {
+            "tenant_id": event_tenant(envelope),
+            "event_type": str(envelope["type"]),
+            "session_key": session_key,
+            "event": envelope,
+            "created_at": utcnow(),
+            "relayed_at": None,
+        }
     )
-    session.add(row)
-    sync_session = getattr(session, "sync_session", session)
-    if not sync_session.info.get("castiel.outbox.wakes"):
-        sync_session.info["castiel.outbox.wakes"] = True
-        sa_event.listen(sync_session, "after_commit", _wake_relays)
-    return row
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.connection().execute(insert(_O), rows)
+        session.info[_WROTE] = True
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    if session.info.pop(_WROTE, False):
+        _wake_relays()
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _drop_unwritten(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction: commit or rollback
+        session.info.pop(_PENDING, None)
+        session.info.pop(_WROTE, None)
 
 
 class OutboxRelay:

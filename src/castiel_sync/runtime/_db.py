@@ -39,6 +39,8 @@ async def write_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         session = AsyncSession(bind=conn, expire_on_commit=False)
         try:
             yield session
-            await session.flush()
+            # The session joined the connection's transaction, so its commit only flushes
+            # (the connection commits below); the outbox writes its events on that commit.
+            await session.commit()
         finally:
             await session.close()
