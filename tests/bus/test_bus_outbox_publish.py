@@ -49,7 +49,10 @@ async def test_commit_writes_events_in_order_with_tenant_and_session_key(
     assert [r.event["id"] for r in rows] == [e["id"] for e in events]
     assert [r.tenant_id for r in rows] == ["t0", "t1", "t0", "t1", "t0"]
     assert [r.session_key for r in rows] == ["int-1", None, None, None, None]
-    assert all(r.relayed_at is None and r.event_type == e["type"] for r, e in zip(rows, events))
+    assert all(
+        r.relayed_at is None and r.event_type == e["type"]
+        for r, e in zip(rows, events, strict=True)
+    )
 
 
 async def test_rollback_writes_nothing_and_a_reused_session_forgets(engine: AsyncEngine) -> None:

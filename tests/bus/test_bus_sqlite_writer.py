@@ -102,3 +102,34 @@ async def test_a_commit_wakes_the_relay_before_its_poll(tmp_path: Path) -> None:
     await relay
     await bus.close()
     await engine.dispose()
+
+
+async def test_writer_waits_for_another_connections_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import castiel_sync.bus.sql as bus_sql
+
+    path = tmp_path / "bus.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await create_all(engine)
+    bus = SqlBus(engine)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+    send = asyncio.create_task(bus.send(QUEUE_WEBHOOK, {"n": 1}, tenant_id="t"))
+    await asyncio.sleep(0.2)
+    assert not send.done()  # waiting for the lock, not failed
+    other.execute("COMMIT")
+    assert isinstance(await send, str)
+    assert await bus.depth(QUEUE_WEBHOOK) == 1
+
+    monkeypatch.setattr(bus_sql, "_BUSY_TIMEOUT", 0.2)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await bus.send(QUEUE_WEBHOOK, {"n": 2}, tenant_id="t")
+    other.execute("ROLLBACK")
+    other.close()
+    assert await bus.depth(QUEUE_WEBHOOK) == 1  # the refused send left nothing
+    await bus.close()
+    await engine.dispose()

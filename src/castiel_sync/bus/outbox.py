@@ -146,7 +146,7 @@ class OutboxRelay:
             ids = [r.id for r in rows]
             if store is self.router.bus:
                 await store.send_many_with(
-                    self._outgoing(rows), also=lambda conn: self._mark_sync(conn, ids)
+                    self._outgoing(rows), also=lambda conn: self._mark_sync(conn, ids), dedup=False
                 )
             else:
                 out = self._outgoing(rows)

@@ -6,12 +6,14 @@ datetimes are always timezone-aware UTC on the way out (SQLite stores them naive
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -137,8 +139,36 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' serializer: orjson (several times faster than the standard library on
+    the outbox and relay hot paths); the standard library for what orjson refuses
+    (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns' deserializer (the standard library reads what orjson refuses, such as
+    the NaN literal older rows may hold)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+#: What every engine of the store is created with (the bus's own SQLite engines too).
+JSON_ENGINE_OPTIONS: dict[str, Any] = {
+    "json_serializer": json_dumps,
+    "json_deserializer": json_loads,
+}
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    for option, value in JSON_ENGINE_OPTIONS.items():
+        kwargs.setdefault(option, value)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_async_engine(url, **kwargs)
