@@ -62,17 +62,18 @@ from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
     HeadersType,
 )
+from pamqp.commands import Basic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.bus.base import (
@@ -100,6 +101,18 @@ DEFAULT_PREFETCH = {
     "sync-inbound-scheduled": 8,  # long jobs: don't hoard them from other workers
     QUEUE_DEADLETTER: 10,
 }
+_PERSISTENT = 2  # AMQP delivery mode: written to disk (quorum queues store every message)
+_JSON = "application/json"
+_BYTES = "application/octet-stream"
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """One message ready to publish; ``target`` is the queue it is for."""
+
+    body: bytes
+    properties: Basic.Properties
+    target: str
 
 
 @dataclass
@@ -192,7 +205,7 @@ class RabbitBus(Bus):
         self._store = SqlBus(engine, dedup_window=dedup_window)
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
-        self._topic: AbstractExchange | None = None
+        self._topic_name = f"{self.ns}{EXCHANGE}"
         self._queues: dict[str, _QueueState] = {}
         self._leased: dict[str, _Held] = {}
         self._busy: set[tuple[str, str]] = set()  # (queue, session key) in flight
@@ -234,8 +247,8 @@ class RabbitBus(Bus):
         self._conn = await aio_pika.connect_robust(self.url)
         self._pub = await self._conn.channel(publisher_confirms=True)
         ch = self._pub
-        self._topic = await ch.declare_exchange(
-            f"{self.ns}{EXCHANGE}", aio_pika.ExchangeType.TOPIC, durable=True
+        topic = await ch.declare_exchange(
+            self._topic_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         dlx = await ch.declare_exchange(
             f"{self.ns}castiel.deadletter", aio_pika.ExchangeType.FANOUT, durable=True
@@ -267,7 +280,7 @@ class RabbitBus(Bus):
                     if target != queue:
                         continue
                     key = f"{event_type}.{shard}" if queue == QUEUE_OUTBOUND else event_type
-                    await q.bind(self._topic, routing_key=key)
+                    await q.bind(topic, routing_key=key)
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def _tier(self, delay: float) -> tuple[str, float]:
@@ -327,7 +340,7 @@ class RabbitBus(Bus):
         enqueued: float | None = None,
         last_error: str | None = None,
         original_queue: str | None = None,
-    ) -> aio_pika.Message:
+    ) -> _Outgoing:
         is_json, raw = encode_body(body)
         headers: dict[str, Any] = {
             "castiel-queue": queue,
@@ -352,32 +365,50 @@ class RabbitBus(Bus):
             headers["castiel-last-error"] = last_error[:4000]
         if original_queue:
             headers["castiel-original-queue"] = original_queue
-        return aio_pika.Message(
-            raw,
-            message_id=message_id,
+        properties = Basic.Properties(
+            content_type=_JSON if is_json else _BYTES,
+            delivery_mode=_PERSISTENT,
             headers=headers,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            content_type="application/json" if is_json else "application/octet-stream",
+            message_id=message_id,
+        )
+        return _Outgoing(raw, properties, target)
+
+    async def _publish(self, message: _Outgoing, *, delay: float = 0.0) -> None:
+        """Confirmed publish to ``castiel-target`` (through a delay tier if asked)."""
+        routing_key = (await self._tier(delay))[0] if delay > 0 else message.target
+        await self._publish_all([("", routing_key, message)])
+
+    async def _publish_all(self, publishes: Sequence[tuple[str, str, _Outgoing]]) -> None:
+        """Publish each (exchange, routing key, message) and wait for all their confirms.
+
+        Straight on the aiormq channel: aio-pika's ``Exchange.publish`` would build its own
+        Message and then these properties again for every message. ``wait=False`` only
+        skips waiting for the socket write of each frame; the broker's confirm (the
+        message is stored) is still awaited, and a nack raises ``DeliveryError``."""
+        assert self._pub is not None, "call start() first"
+        channel = cast(aiormq.Channel, await self._pub.get_underlay_channel())
+        await asyncio.gather(
+            *(
+                channel.basic_publish(
+                    message.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=message.properties,
+                    mandatory=True,
+                    wait=False,
+                )
+                for exchange, routing_key, message in publishes
+            )
         )
 
-    async def _publish(self, message: aio_pika.Message, *, delay: float = 0.0) -> None:
-        """Confirmed publish to ``castiel-target`` (through a delay tier if asked)."""
-        assert self._pub is not None
-        if delay > 0:
-            tier, _ = await self._tier(delay)
-            await self._pub.default_exchange.publish(message, routing_key=tier, mandatory=True)
-            return
-        target = message.headers["castiel-target"]
-        assert isinstance(target, str)
-        await self._pub.default_exchange.publish(message, routing_key=target, mandatory=True)
-
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
-        assert self._pub is not None and self._topic is not None, "call start() first"
+        assert self._pub is not None, "call start() first"
         ids: list[str] = []
         explicit = [m.message_id for m in messages if m.message_id]
         seen = await self._store.seen_ids(explicit) if explicit else set()
         now = time.time()
-        publishes: list[Awaitable[object]] = []
+        publishes: list[tuple[str, str, _Outgoing]] = []
+        delayed: list[Awaitable[None]] = []
         for m in messages:
             check_queue(m.queue)
             mid = m.message_id or str(uuid.uuid4())
@@ -399,13 +430,13 @@ class RabbitBus(Bus):
                 enqueued=now,
             )
             if nb is not None and nb > now:
-                publishes.append(self._publish(amqp, delay=nb - now))
+                delayed.append(self._publish(amqp, delay=nb - now))
             elif m.event_type and self.routes.get(m.event_type) == m.queue:
                 key = f"{m.event_type}.{shard}" if shard >= 0 else m.event_type
-                publishes.append(self._topic.publish(amqp, routing_key=key, mandatory=True))
+                publishes.append((self._topic_name, key, amqp))
             else:
-                publishes.append(self._publish(amqp))
-        await asyncio.gather(*publishes)
+                publishes.append(("", target, amqp))
+        await asyncio.gather(self._publish_all(publishes), *delayed)
         if explicit:
             await self._store.remember_ids(explicit)
         return ids
