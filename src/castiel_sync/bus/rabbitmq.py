@@ -66,13 +66,8 @@ from typing import Any, cast
 
 import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-    HeadersType,
-)
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection, HeadersType
+from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -115,13 +110,15 @@ class _Outgoing:
     target: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
     """A delivery this process holds: buffered (ready) or leased."""
 
-    incoming: AbstractIncomingMessage
+    delivery: DeliveredMessage
+    #: The aiormq channel it came on and its tag there (what acks it).
+    channel: aiormq.Channel
+    tag: int
     message: Message
-    arrived: float
     not_before: float = 0.0
     #: Arrival order in this process (ties in priority are served oldest first).
     order: int = 0
@@ -141,7 +138,7 @@ class _QueueState:
     plain: list[tuple[int, int, _Held]] = field(default_factory=list)
     sessions: dict[str, deque[_Held]] = field(default_factory=dict)
     size: int = 0
-    consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = field(default_factory=list)
+    consumers: list[tuple[AbstractChannel, str]] = field(default_factory=list)
 
     def push(self, held: _Held, *, front: bool = False) -> None:
         """Buffer ``held``; ``front``: a session message given back, again its session's head."""
@@ -454,20 +451,25 @@ class RabbitBus(Bus):
             for name in self._physical_queues(queue):
                 ch = await self._conn.channel()
                 await ch.set_qos(prefetch_count=self.prefetch.get(queue, 50))
-                q = await ch.get_queue(name, ensure=False)
-                tag = await q.consume(self._on_message_for(queue))
-                state.consumers.append((ch, q, tag))
+                # Consumed on the aiormq channel: aio-pika would wrap every delivery in an
+                # IncomingMessage (copying each property) and run the callback in a second
+                # task; _accept needs neither.
+                underlay = await ch.get_underlay_channel()
+                ok = await underlay.basic_consume(name, self._on_delivery_for(queue))
+                assert ok.consumer_tag is not None
+                state.consumers.append((ch, ok.consumer_tag))
             started = True
         return started
 
-    def _on_message_for(self, queue: str) -> Any:
-        async def on_message(incoming: AbstractIncomingMessage) -> None:
-            self._accept(queue, incoming)
+    def _on_delivery_for(self, queue: str) -> Any:
+        async def on_delivery(delivery: DeliveredMessage) -> None:
+            self._accept(queue, delivery)
 
-        return on_message
+        return on_delivery
 
-    def _parse(self, queue: str, incoming: AbstractIncomingMessage) -> Message:
-        h = incoming.headers or {}
+    def _parse(self, queue: str, delivery: DeliveredMessage) -> Message:
+        properties = delivery.header.properties
+        h = properties.headers or {}
         broker_count = _int_header(h, "x-delivery-count") or 0
         own_count = _int_header(h, "castiel-count") or 0
         enqueued = _int_header(h, "castiel-enqueued")
@@ -477,9 +479,9 @@ class RabbitBus(Bus):
         last_error = h.get("castiel-last-error")
         original = h.get("castiel-original-queue")
         return Message(
-            id=incoming.message_id or "",
+            id=properties.message_id or "",
             queue=queue,
-            body=decode_body(1 if is_json is None else is_json, incoming.body),
+            body=decode_body(1 if is_json is None else is_json, delivery.body),
             tenant_id=str(h.get("castiel-tenant") or ""),
             priority=_int_header(h, "castiel-priority") or 0,
             session_key=str(session) if session is not None else None,
@@ -490,28 +492,42 @@ class RabbitBus(Bus):
             original_queue=str(original) if original is not None else None,
         )
 
-    def _track(self, incoming: AbstractIncomingMessage) -> None:
-        tag = incoming.delivery_tag
-        if tag is None:
-            return
-        tags = self._unsettled.setdefault(incoming.channel, {})
+    def _track(self, channel: aiormq.Channel, tag: int) -> None:
+        tags = self._unsettled.setdefault(channel, {})
         if tags is None:
             return
         if tags and tag <= next(reversed(tags)):
-            self._unsettled[incoming.channel] = None  # out of order: single acks only
+            self._unsettled[channel] = None  # out of order: single acks only
             return
         tags[tag] = None
 
-    def _settled(self, incoming: AbstractIncomingMessage) -> None:
-        tags = self._unsettled.get(incoming.channel)
-        if tags is not None and incoming.delivery_tag is not None:
-            tags.pop(incoming.delivery_tag, None)
+    def _settled(self, held: _Held) -> None:
+        tags = self._unsettled.get(held.channel)
+        if tags is not None:
+            tags.pop(held.tag, None)
 
-    def _accept(self, queue: str, incoming: AbstractIncomingMessage) -> None:
-        self._track(incoming)
-        message = self._parse(queue, incoming)
+    @staticmethod
+    def _target_of(held: _Held) -> str:
+        return str((held.delivery.header.properties.headers or {})["castiel-target"])
+
+    async def _settle(self, held: _Held, *, requeue: bool | None = None) -> None:
+        """Ack ``held`` (``requeue`` given: nack it, back to the broker or not)."""
+        self._settled(held)
+        if requeue is None:
+            await held.channel.basic_ack(held.tag)
+        else:
+            await held.channel.basic_nack(held.tag, requeue=requeue)
+
+    def _accept(self, queue: str, delivery: DeliveredMessage) -> None:
+        tag = delivery.delivery_tag
+        assert tag is not None  # a consumer's deliveries always carry one
+        channel = cast(aiormq.Channel, delivery.channel)
+        # Tracked before parsing: a delivery that fails to parse stays unsettled, so no
+        # multiple ack ever covers it.
+        self._track(channel, tag)
+        message = self._parse(queue, delivery)
         nb = message.not_before.timestamp() if message.not_before else 0.0
-        held = _Held(incoming, message, time.monotonic(), not_before=nb, order=next(self._arrivals))
+        held = _Held(delivery, channel, tag, message, not_before=nb, order=next(self._arrivals))
         if nb > time.time() and message.session_key is None:
             # Came back from a delay tier early: wait again, not counted as a delivery.
             self._spawn(self._redelay(held, nb - time.time()))
@@ -535,7 +551,7 @@ class RabbitBus(Bus):
             m.body,
             tenant_id=m.tenant_id,
             message_id=m.id,
-            target=str((held.incoming.headers or {})["castiel-target"]),
+            target=self._target_of(held),
             priority=m.priority,
             session_key=m.session_key,
             count=m.delivery_count - 1,
@@ -544,8 +560,7 @@ class RabbitBus(Bus):
             last_error=m.last_error,
         )
         await self._publish(copy, delay=delay)
-        self._settled(held.incoming)
-        await held.incoming.ack()
+        await self._settle(held)
 
     async def receive(
         self,
@@ -655,11 +670,10 @@ class RabbitBus(Bus):
                 by_channel: dict[Any, dict[int, tuple[_Held, asyncio.Future[bool]]]] = {}
                 singles: list[tuple[_Held, asyncio.Future[bool]]] = []
                 for held, future in batch:
-                    tag = held.incoming.delivery_tag
-                    if tag is None or self._unsettled.get(held.incoming.channel) is None:
+                    if self._unsettled.get(held.channel) is None:
                         singles.append((held, future))
                     else:
-                        by_channel.setdefault(held.incoming.channel, {})[tag] = (held, future)
+                        by_channel.setdefault(held.channel, {})[held.tag] = (held, future)
                 sends: list[Any] = []
                 for channel, pending in by_channel.items():
                     tags = self._unsettled.get(channel)
@@ -685,9 +699,10 @@ class RabbitBus(Bus):
     ) -> None:
         """Ack ``run`` (one delivery, or with ``multiple`` the oldest run up to its last)."""
         for held, _ in run:
-            self._settled(held.incoming)
+            self._settled(held)
+        last = run[-1][0]
         try:
-            await run[-1][0].incoming.ack(multiple=multiple)
+            await last.channel.basic_ack(last.tag, multiple=multiple)
             ok = True
         except Exception:  # the channel is gone: the broker redelivers them
             ok = False
@@ -718,7 +733,7 @@ class RabbitBus(Bus):
             m.body,
             tenant_id=m.tenant_id,
             message_id=m.id,
-            target=str((held.incoming.headers or {})["castiel-target"]),
+            target=self._target_of(held),
             priority=m.priority,
             session_key=m.session_key,
             count=m.delivery_count,
@@ -727,8 +742,7 @@ class RabbitBus(Bus):
             last_error=error,
         )
         await self._publish(copy, delay=delay_seconds)
-        self._settled(held.incoming)
-        await held.incoming.ack()
+        await self._settle(held)
         return True
 
     async def _dead_letter(self, held: _Held, error: str) -> None:
@@ -747,8 +761,7 @@ class RabbitBus(Bus):
             original_queue=m.queue,
         )
         await self._publish(copy)
-        self._settled(held.incoming)
-        await held.incoming.ack()
+        await self._settle(held)
         self._notify()
 
     async def _reap_forever(self) -> None:
@@ -767,9 +780,8 @@ class RabbitBus(Bus):
                     held.token = None
                     self._queues[m.queue].push(held, front=True)
                 else:
-                    self._settled(held.incoming)
                     with contextlib.suppress(Exception):
-                        await held.incoming.nack(requeue=True)
+                        await self._settle(held, requeue=True)
                 self._notify()
 
     # -- dead letters -------------------------------------------------------------------
@@ -779,27 +791,28 @@ class RabbitBus(Bus):
         assert self._conn is not None, "call start() first"
         ch = await self._conn.channel()
         try:
-            q = await ch.get_queue(self._phys(QUEUE_DEADLETTER), ensure=False)
+            underlay = await ch.get_underlay_channel()
             while True:
-                batch: list[AbstractIncomingMessage] = []
+                batch: list[DeliveredMessage] = []
                 while len(batch) < 100:
-                    incoming = await q.get(no_ack=False, fail=False)
-                    if incoming is None:
+                    got = await underlay.basic_get(self._phys(QUEUE_DEADLETTER), no_ack=False)
+                    if got.delivery_tag is None:  # Basic.GetEmpty
                         break
-                    batch.append(incoming)
+                    batch.append(got)
                 if not batch:
                     return
                 messages = []
-                for incoming in batch:
-                    m = self._parse(QUEUE_DEADLETTER, incoming)
-                    h = incoming.headers or {}
+                for delivery in batch:
+                    m = self._parse(QUEUE_DEADLETTER, delivery)
+                    h = delivery.header.properties.headers or {}
                     if m.original_queue is None:  # dead-lettered by the broker
                         m.original_queue = str(h.get("castiel-queue") or "")
                         m.last_error = m.last_error or "delivery limit reached (broker)"
                     messages.append(m)
                 await self._store.store_dead_letters(messages)
-                for incoming in batch:
-                    await incoming.ack()
+                for delivery in batch:
+                    assert delivery.delivery_tag is not None
+                    await underlay.basic_ack(delivery.delivery_tag)
         finally:
             await ch.close()
 
@@ -873,9 +886,9 @@ class RabbitBus(Bus):
 
     async def _stop_consumers(self) -> None:
         for state in self._queues.values():
-            for ch, q, tag in state.consumers:
+            for ch, tag in state.consumers:
                 with contextlib.suppress(Exception):
-                    await q.cancel(tag)
+                    await (await ch.get_underlay_channel()).basic_cancel(tag)
                 with contextlib.suppress(Exception):
                     await ch.close()  # unacked deliveries go back to the broker
         self._queues.clear()
