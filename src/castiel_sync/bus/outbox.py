@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from castiel_sync.bus.router import Router, envelope_dict, event_tenant, routing_table
 from castiel_sync.store.base import utcnow
+from castiel_sync.store.repositories._base import prepared_sqlite_insert
 from castiel_sync.store.tables import OutboxRow
+from castiel_sync.store.write_gate import GatedConnection
 
 if TYPE_CHECKING:
     from castiel_sync.bus.sql import SqlBus
@@ -81,9 +83,24 @@ def publish(
 @sa_event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     rows = session.info.pop(_PENDING, None)
-    if rows:
-        session.connection().execute(insert(_O), rows)
-        session.info[_WROTE] = True
+    if not rows:
+        return
+    connection = session.connection()
+    sqlite = _gated_sqlite(connection)
+    prepared = prepared_sqlite_insert(_O, rows, connection.dialect) if sqlite is not None else None
+    if sqlite is not None and prepared is not None:
+        sqlite.execute_at_commit(*prepared)
+    else:
+        connection.execute(insert(_O), rows)
+    session.info[_WROTE] = True
+
+
+def _gated_sqlite(connection: Connection) -> GatedConnection | None:
+    """The store's sqlite3 connection under an aiosqlite one (aiosqlite keeps it in
+    ``_conn``: no public accessor), or None on any other driver."""
+    driver = connection.connection.driver_connection
+    raw = getattr(driver, "_conn", None)
+    return raw if isinstance(raw, GatedConnection) else None
 
 
 @sa_event.listens_for(Session, "after_commit")

@@ -81,6 +81,7 @@ from castiel_sync.bus.base import (
 )
 from castiel_sync.domain.tenancy import Scope
 from castiel_sync.store.base import JSON_ENGINE_OPTIONS, Base
+from castiel_sync.store.write_gate import GatedConnection
 
 
 class BusMessageRow(Base):
@@ -797,8 +798,15 @@ class _SqliteWriter:
                 cursor.execute(pragma)
             cursor.close()
 
-        writer = create_sync_engine(self.url, poolclass=NullPool, **JSON_ENGINE_OPTIONS)
-        reader = create_sync_engine(self.url, poolclass=NullPool, **JSON_ENGINE_OPTIONS)
+        # GatedConnection: in-process writers of this file (the application's engine
+        # too) take turns through its write gate, not SQLite's sleeping busy handler.
+        options: dict[str, Any] = {
+            "poolclass": NullPool,
+            "connect_args": {"factory": GatedConnection},
+            **JSON_ENGINE_OPTIONS,
+        }
+        writer = create_sync_engine(self.url, **options)
+        reader = create_sync_engine(self.url, **options)
         for engine in (writer, reader):
             event.listen(engine, "connect", pragmas)
         event.listen(writer, "begin", _begin_immediate)

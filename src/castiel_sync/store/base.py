@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, event
+from sqlalchemy import JSON, DateTime, MetaData, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from castiel_sync.store import write_gate
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -170,7 +172,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     for option, value in JSON_ENGINE_OPTIONS.items():
         kwargs.setdefault(option, value)
     if url.startswith("sqlite"):
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        connect_args = kwargs.setdefault("connect_args", {"timeout": 30})
+        if write_gate.is_file_database(make_url(url).database, url):
+            connect_args.setdefault("factory", write_gate.GatedConnection)
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

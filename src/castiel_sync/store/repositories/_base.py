@@ -14,7 +14,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-import orjson
 from sqlalchemy import (
     JSON,
     ColumnElement,
@@ -34,7 +33,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 
 from castiel_sync.domain.tenancy import Scope, SystemScope, TenantId, TenantScope
-from castiel_sync.store.base import Base, UTCDateTime
+from castiel_sync.store.base import Base, UTCDateTime, json_dumps
 from castiel_sync.store.errors import ConflictError, NotFoundError, ScopeError
 
 RowT = TypeVar("RowT", bound=Base)
@@ -315,4 +314,8 @@ _SQLITE_INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 def _json_text(value: Any) -> str:
     # None is JSON null, as SQLAlchemy's JSON type stores it (``none_as_null=False``).
-    return orjson.dumps(value).decode()
+    return json_dumps(value)
+
+
+#: For the outbox, which hands its rows to the SQLite connection to run at COMMIT.
+prepared_sqlite_insert = _sqlite_prepared
