@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         description="`embedded` (durable queue tables in the database) or "
         "`amqp://user:pass@host:5672/` (RabbitMQ).",
     )
+    bus_namespace: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,64}$",
+        description="Prefix of the RabbitMQ exchange and queue names, so several deployments "
+        "(or test runs) can share one broker; e.g. `staging.`. Empty: the plain names.",
+    )
     vault: Literal["local", "azure"] = Field(
         "local",
         description="Secret store backend: `local` (AES-256-GCM in the database) or `azure`.",

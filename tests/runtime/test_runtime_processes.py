@@ -17,13 +17,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from castiel_sync.bus import QUEUE_WEBHOOK, Router
+from castiel_sync.bus import QUEUE_WEBHOOK, Router, open_bus
 from castiel_sync.bus.base import Bus
 from castiel_sync.domain.events import webhook_received
+from castiel_sync.settings import Settings
 from castiel_sync.store import migrate
 from castiel_sync.store.base import create_engine
 
 HERE = Path(__file__).parent
+#: The console script, as an operator runs it.
+CASTIEL_SYNC = str(Path(sys.executable).with_name("castiel-sync"))
 N = 6
 
 
@@ -37,14 +40,8 @@ def bus_url(request: pytest.FixtureRequest) -> str:
 
 
 def _open_bus(bus_url: str, namespace: str, engine: AsyncEngine) -> Bus:
-    """The bus the worker processes open (runtime_worker.py gives RabbitMQ ``namespace``)."""
-    if bus_url == "embedded":
-        from castiel_sync.bus.sql import SqlBus
-
-        return SqlBus(engine)
-    from castiel_sync.bus.rabbitmq import RabbitBus
-
-    return RabbitBus(bus_url, engine, namespace=namespace)
+    """The bus the worker processes open, through the same settings."""
+    return open_bus(Settings(bus_url=bus_url, bus_namespace=namespace), engine)
 
 
 StartWorker = Callable[[dict[str, str], str], Awaitable[asyncio.subprocess.Process]]
@@ -53,14 +50,13 @@ StartWorker = Callable[[dict[str, str], str], Awaitable[asyncio.subprocess.Proce
 @pytest.fixture
 async def start_worker() -> AsyncIterator[StartWorker]:
     """``start_worker(env, mode)`` starts a ``castiel-sync worker`` process on the webhook
-    queue (runtime_worker.py, with runtime_crash_handlers' ``mode``); any still running at
+    queue (with runtime_crash_handlers' ``mode``); any still running at
     the end (a failed test) is killed, so none outlives its test on the shared broker."""
     started: list[asyncio.subprocess.Process] = []
 
     async def start(env: dict[str, str], mode: str) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(HERE / "runtime_worker.py"),
+            CASTIEL_SYNC,
             "worker",
             "--queues",
             QUEUE_WEBHOOK,
@@ -108,7 +104,7 @@ async def test_sigkilled_worker_process_loses_nothing_and_effects_happen_once(
         "CASTIEL_DATABASE_URL": db_url,
         "CASTIEL_DATA_DIR": str(tmp_path / "data"),
         "CASTIEL_BUS_URL": bus_url,
-        "CASTIEL_TEST_BUS_NAMESPACE": namespace,
+        "CASTIEL_BUS_NAMESPACE": namespace,
         "CASTIEL_TEST_EFFECTS": str(effects),
         "CASTIEL_MASTER_KEY": "",
     }

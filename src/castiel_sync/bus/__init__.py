@@ -52,7 +52,7 @@ def open_bus(settings: Settings, engine: AsyncEngine) -> Bus:
     if url.startswith(("amqp://", "amqps://")):
         from castiel_sync.bus.rabbitmq import RabbitBus
 
-        return RabbitBus(url, engine)
+        return RabbitBus(url, engine, namespace=settings.bus_namespace)
     if url == "embedded":
         from castiel_sync.bus.sql import SqlBus
 

@@ -35,6 +35,8 @@ def _default(info: FieldInfo) -> str:
     value: Any = info.get_default(call_default_factory=True)
     if value is None:
         return "—"
+    if value == "":
+        return "empty"
     return f"`{value}`"
 
 
