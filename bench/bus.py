@@ -21,6 +21,18 @@ Scenarios (every figure is the median of ``--repeat`` runs):
     consumer leases up to 200 at a time and ``ack_many``s them (no outbox, no handler tasks).
 ``micro-single``: ``Router.dispatch`` (one ``send`` per message, awaited in turn) with the
     worker-style consumer running at the same time.
+``pipeline-2proc``: ``pipeline`` with the consumer in a second process, as a deployment
+    with separate ``castiel-sync worker`` processes runs it. This process runs the producers;
+    the child runs the real ``runtime.workers.Worker`` (concurrency ``--concurrency``) on
+    ``sync-inbound-webhook`` with a handler that only records its latency, with its own
+    bus connection to the same store. The :class:`OutboxRelay` runs where ``--relay-in``
+    says: ``producers`` (default: as ``serve``, whose process commits and relays, with
+    extra worker processes) or ``worker`` (as ``castiel-sync api`` + ``castiel-sync
+    worker``: the API process only commits, the worker process relays and consumes).
+    300 warm-up events go through the whole path first. Throughput = messages / (first
+    commit -> the child's last ack); latency as in ``pipeline``. Also prints the CPU time
+    per message of each process. The single-process scenarios share one core between
+    everything; this one uses the machine's cores as a deployment with workers would.
 
 Each backend runs in a fresh store (a temporary SQLite file; ``postgres`` creates and drops
 a temporary database on ``CASTIEL_BENCH_PG_ADMIN_URL``), RabbitMQ in a random namespace
@@ -36,10 +48,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -54,14 +69,15 @@ from castiel_sync.store.base import create_engine, session_factory
 from castiel_sync.store.schema import create_all
 
 EVENT = "Castiel.Integration.WebhookReceived"
+CHILD_SAYS = "castiel-bench: "  # the lines of pipeline-2proc's worker child meant for us
 AMQP = os.environ.get("CASTIEL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN = os.environ.get(
     "CASTIEL_BENCH_PG_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 
 
-def envelope(i: int) -> dict[str, Any]:
-    return {
+def envelope(i: int, *, warmup: bool = False) -> dict[str, Any]:
+    event = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),
         "source": "/bench",
@@ -76,6 +92,9 @@ def envelope(i: int) -> dict[str, Any]:
             "t": time.time(),
         },
     }
+    if warmup:
+        event["data"]["warmup"] = True  # type: ignore[index]
+    return event
 
 
 @dataclass
@@ -84,6 +103,8 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     timed_out: bool = False
+    #: CPU seconds per process over the timed part, where a scenario measures them.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -264,10 +285,171 @@ async def micro_single(ctx: Context, n: int, concurrency: int, bound: float) -> 
     return result
 
 
+async def pipeline_2proc(
+    ctx: Context,
+    n: int,
+    txn_events: int,
+    producers: int,
+    concurrency: int,
+    bound: float,
+    relay_in: str,
+) -> Result:
+    """Producers here, the real ``Worker`` in a child process (see the module docstring)."""
+    warmup = 300
+    result = Result()
+    factory = session_factory(ctx.engine)
+    per_producer = n // producers
+    n = per_producer * producers
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--worker-child",
+        json.dumps(
+            {
+                "backend": ctx.backend,
+                "database": ctx.engine.url.render_as_string(hide_password=False),
+                "namespace": ctx.namespace,
+                "expected": n,
+                "warmup": warmup,
+                "concurrency": concurrency,
+                "relay": relay_in == "worker",
+            }
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24,  # the report is one line with every latency
+    )
+    assert child.stdout is not None
+    lines = child.stdout
+
+    async def produce(p: int, count: int, *, warm: bool = False) -> None:
+        for i in range(0, count, txn_events):
+            async with factory.begin() as session:
+                for j in range(i, min(count, i + txn_events)):
+                    publish(session, envelope(p * count + j, warmup=warm))
+
+    async def expect(word: str, seconds: float) -> str:
+        async with asyncio.timeout(seconds):
+            while line := (await lines.readline()).decode():
+                if line.startswith(CHILD_SAYS):  # (its other output is its log)
+                    said, _, rest = line[len(CHILD_SAYS) :].partition(" ")
+                    if said.strip() != word:
+                        raise RuntimeError(f"worker child said {said!r}, expected {word!r}")
+                    return rest.strip()
+        raise RuntimeError(f"worker child exited before saying {word!r}")
+
+    relay_here = running_relay(ctx.engine, ctx.bus) if relay_in == "producers" else None
+    try:
+        await expect("ready", 30)
+        async with relay_here or contextlib.nullcontext():
+            await produce(0, warmup, warm=True)
+            await expect("warm", 30)
+            start, cpu_start = time.time(), time.process_time()
+            await asyncio.gather(*(produce(p, per_producer) for p in range(producers)))
+            try:
+                report = await expect("done", max(1.0, bound - (time.time() - start)))
+            except TimeoutError:
+                result.timed_out = True
+                child.send_signal(signal.SIGTERM)  # the child reports what it got
+                report = await expect("done", 30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)  # (it exits by itself once done)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.wait(), 30)
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    here = "producers + relay" if relay_here else "producers"
+    result.cpu[here] = time.process_time() - cpu_start
+    got = json.loads(report)
+    result.cpu["worker + relay" if relay_in == "worker" else "worker"] = got["cpu"]
+    result.messages = got["acked"]
+    result.latencies = got["latencies"]
+    result.seconds = (got["finished_at"] or time.time()) - start
+    return result
+
+
+async def worker_child(options: dict[str, Any]) -> None:
+    """The child of ``pipeline-2proc``: ``runtime.workers.Worker`` on the webhook queue.
+
+    Says (lines starting with ``CHILD_SAYS``) ``ready``, ``warm`` once the warm-up events
+    are acked, then ``done <json>`` (acks, latencies, the time of the last ack) when every
+    expected event is acked, or on SIGTERM."""
+    from castiel_sync.domain.events import CloudEvent
+    from castiel_sync.runtime.workers import Delivery, HandlerRegistry, Worker
+
+    engine = create_engine(options["database"])
+    bus = open_backend(options["backend"], engine, options["namespace"])
+    expected, warmup = options["expected"], options["warmup"]
+    latencies: list[float] = []
+    counts = {"acked": 0, "warm": 0}
+    cpu_at = {"warm": time.process_time()}
+    finished_at = 0.0
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def handler(event: CloudEvent, delivery: Delivery) -> None:
+        if not event.data.get("warmup"):
+            latencies.append(time.time() - event.data["t"])
+
+    registry = HandlerRegistry()
+    registry.register(EVENT, handler)
+    bus_ack = bus.ack
+
+    async def counting_ack(lease: Lease) -> bool:
+        nonlocal finished_at
+        acked = await bus_ack(lease)
+        body = lease.message.body
+        if not acked or not isinstance(body, dict):
+            return acked
+        if body["data"].get("warmup"):
+            counts["warm"] += 1
+            if counts["warm"] == warmup:
+                cpu_at["warm"] = time.process_time()
+                print(CHILD_SAYS + "warm", flush=True)
+        else:
+            counts["acked"] += 1
+            if counts["acked"] == expected:
+                finished_at = time.time()
+                stop.set()
+        return acked
+
+    bus.ack = counting_ack  # type: ignore[method-assign]
+    worker = Worker(bus, registry, queues=[QUEUE_WEBHOOK], concurrency=options["concurrency"])
+    try:
+        await bus.start()
+        relay = running_relay(engine, bus) if options["relay"] else None
+        async with relay or contextlib.nullcontext():
+            print(CHILD_SAYS + "ready", flush=True)
+            await worker.run(stop)
+    finally:
+        await bus.close()
+        await engine.dispose()
+    report = {
+        "acked": counts["acked"],
+        "latencies": latencies,
+        "finished_at": finished_at,
+        "cpu": time.process_time() - cpu_at["warm"],
+    }
+    print(CHILD_SAYS + "done " + json.dumps(report), flush=True)
+
+
 @dataclass
 class Context:
     bus: Bus
     engine: Any
+    backend: str
+    namespace: str
+
+
+def open_backend(backend: str, engine: Any, namespace: str) -> Bus:
+    if backend == "rabbitmq":
+        from castiel_sync.bus.rabbitmq import RabbitBus
+
+        return RabbitBus(AMQP, engine, namespace=namespace)
+    from castiel_sync.bus.sql import SqlBus
+
+    return SqlBus(engine)
 
 
 @contextlib.asynccontextmanager
@@ -284,18 +466,11 @@ async def backend_context(backend: str) -> AsyncIterator[Context]:
         url = PG_ADMIN.rsplit("/", 1)[0] + f"/{pg_db}"
     engine = create_engine(url)
     await create_all(engine)
-    bus: Bus
-    if backend == "rabbitmq":
-        from castiel_sync.bus.rabbitmq import RabbitBus
-
-        bus = RabbitBus(AMQP, engine, namespace=f"bench-{secrets.token_hex(3)}.")
-    else:
-        from castiel_sync.bus.sql import SqlBus
-
-        bus = SqlBus(engine)
+    namespace = f"bench-{secrets.token_hex(3)}."
+    bus = open_backend(backend, engine, namespace)
     try:
         await bus.start()
-        yield Context(bus, engine)
+        yield Context(bus, engine, backend, namespace)
     finally:
         delete_topology = getattr(bus, "delete_topology", None)
         if delete_topology is not None:
@@ -310,7 +485,14 @@ async def backend_context(backend: str) -> AsyncIterator[Context]:
 
 
 Scenario = Callable[[Context], Any]
-SCENARIOS = ["pipeline", "latency-outbox", "latency-direct", "micro-batch", "micro-single"]
+SCENARIOS = [
+    "pipeline",
+    "latency-outbox",
+    "latency-direct",
+    "micro-batch",
+    "micro-single",
+    "pipeline-2proc",
+]
 
 
 async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, list[Result]]:
@@ -328,13 +510,24 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, list[
         "micro-single": lambda c: micro_single(
             c, args.single_messages, args.concurrency, args.timeout
         ),
+        "pipeline-2proc": lambda c: pipeline_2proc(
+            c,
+            args.messages,
+            args.txn_events,
+            args.producers,
+            args.concurrency,
+            args.timeout,
+            args.relay_in,
+        ),
     }
     chosen = args.scenario or list(scenarios)
     out: dict[str, list[Result]] = {name: [] for name in chosen}
     for _ in range(args.repeat):
         for name in chosen:
             async with backend_context(backend) as ctx:
-                await micro_batch(ctx, 300, 100, args.timeout)  # warm-up: connections, JIT
+                if name != "pipeline-2proc":  # it warms up its own path (and here nothing
+                    # may consume: this process's bus would compete with the child)
+                    await micro_batch(ctx, 300, 100, args.timeout)  # connections, JIT
                 out[name].append(await scenarios[name](ctx))
     return out
 
@@ -344,6 +537,9 @@ def median(results: list[Result], fn: Callable[[Result], float]) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--worker-child"]:
+        asyncio.run(worker_child(json.loads(sys.argv[2])))
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -363,6 +559,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="micro-batch send size")
     parser.add_argument("--rate", type=float, default=500, help="latency: offered msg/s")
     parser.add_argument("--seconds", type=float, default=5, help="latency: duration")
+    parser.add_argument(
+        "--relay-in",
+        choices=["producers", "worker"],
+        default="producers",
+        help="pipeline-2proc: the process that runs the outbox relay",
+    )
     parser.add_argument("--timeout", type=float, default=60, help="bound per scenario run")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -389,6 +591,9 @@ def main() -> None:
             per_run = " ".join(f"{r.rate:.0f}{'!' if r.timed_out else ''}" for r in runs)
             label = f"{name} @{args.rate:.0f}" if name.startswith("latency") else name
             print(f"{backend:9s} {label:19s} {rate:8.0f} {p50:8.1f} {p99:8.1f}  [{per_run}]")
+            for process in runs[0].cpu:
+                per_message = median(runs, lambda r, p=process: r.cpu[p] / max(1, r.messages))
+                print(f"{'':29s} CPU {per_message * 1e6:6.0f} us/msg in {process}")
     print("(! = hit --timeout; msg/s is then what it managed in that time)")
 
 
