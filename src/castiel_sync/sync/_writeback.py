@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from castiel_sync.bus.outbox import publish
 from castiel_sync.domain.config import EntityMapping, IntegrationSettings
-from castiel_sync.domain.events import shard_updated, write_back_requested
+from castiel_sync.domain.events import shard_deleted, shard_updated, write_back_requested
 from castiel_sync.domain.hashing import fingerprint
 from castiel_sync.domain.mapping import MappingPlan, compile_mappings
 from castiel_sync.domain.merge import same
@@ -159,6 +159,17 @@ def publish_shard_updated(
     )  # fmt: skip
 
 
+def publish_shard_deleted(
+    session: AsyncSession, *, tenant_id: str, shard_id: str, shard_type: str, version: int
+) -> None:
+    publish(
+        session,
+        shard_deleted(
+            tenant_id=tenant_id, shard_id=shard_id, shard_type=shard_type, version=version
+        ),
+    )
+
+
 __all__ = [
     "MAX_HISTORY",
     "PENDING_PREFIX",
@@ -167,6 +178,7 @@ __all__ = [
     "castiel_diff",
     "outbound_fields",
     "plan_for",
+    "publish_shard_deleted",
     "publish_shard_updated",
     "publish_write_back",
     "write_back_mapping",

@@ -41,6 +41,7 @@ from castiel_sync.sync._writeback import (
     PENDING_PREFIX,
     outbound_fields,
     plan_for,
+    publish_shard_deleted,
     publish_shard_updated,
     publish_write_back,
     write_back_mapping,
@@ -161,7 +162,8 @@ class ShardService:
             return rel_id
 
     async def delete(self, scope: TenantScope, shard_id: str, *, actor: str) -> list[str]:
-        """Tombstone the shard (new version) and write the deletion back."""
+        """Tombstone the shard (new version), publish its ``Shard.Deleted`` and write the
+        deletion back."""
         now = self.clock()
         async with self.store.transaction() as session:
             rels = await RelationshipRepository(session, scope).for_shard(shard_id)
@@ -176,6 +178,10 @@ class ShardService:
                  "history": history[-MAX_HISTORY:]},
             ):  # fmt: skip
                 raise ConflictError(f"shard {shard_id!r} changed meanwhile; try again")
+            publish_shard_deleted(
+                session, tenant_id=scope.tenant_id, shard_id=shard_id,
+                shard_type=shard.shard_type, version=version,
+            )  # fmt: skip
             ids = []
             for rel in await _writing_back(session, scope, rels):
                 if rel[0].external_id.startswith(PENDING_PREFIX):
