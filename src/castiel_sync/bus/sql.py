@@ -254,10 +254,16 @@ class SqlBus(Bus):
     # -- transactions -------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A short write transaction; on SQLite it holds the write lock from the start."""
+    async def _write(self, *, settle: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A short write transaction; on SQLite it holds the write lock from the start.
+
+        ``settle`` (claims, acks, renewals) on PostgreSQL commits without waiting for the
+        WAL flush: one lost in a server crash means the message is delivered again, which
+        at-least-once delivery allows anyway. Sends, nacks and dead-letter moves wait."""
         if not self._sqlite:
             async with self._engine.begin() as conn:
+                if settle:
+                    await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield conn
             return
         async with self._write_lock, self._engine.connect() as conn:
@@ -275,13 +281,14 @@ class SqlBus(Bus):
         *args: Any,
         pre: Callable[..., bool] | None = None,
         empty: Any = None,
+        settle: bool = False,
     ) -> Any:
         """Run ``fn(conn, *args)`` in a write transaction (if ``pre(conn, *args)`` holds)."""
         if self._writer is not None:
             return await self._writer.write(fn, *args, pre=pre, empty=empty)
         if pre is not None and not await self._read(pre, *args):
             return empty
-        async with self._write() as conn:
+        async with self._write(settle=settle) as conn:
             return await conn.run_sync(fn, *args)
 
     def shares_sqlite_file(self, engine: AsyncEngine) -> bool:
@@ -465,7 +472,15 @@ class SqlBus(Bus):
         until = now + lease_seconds
         # The cheap read first: idle pollers never take SQLite's write lock.
         rows = await self._tx(
-            self._claim_rows, queues, now, token, until, limit, pre=self._any_ready, empty=[]
+            self._claim_rows,
+            queues,
+            now,
+            token,
+            until,
+            limit,
+            pre=self._any_ready,
+            empty=[],
+            settle=True,
         )
         if not rows:
             return []
@@ -493,7 +508,7 @@ class SqlBus(Bus):
                     by_token[lease.token].append(lease.handle)
                 try:
                     deleted: set[tuple[str, int]] = await self._tx(
-                        self._ack_returning, dict(by_token)
+                        self._ack_returning, dict(by_token), settle=True
                     )
                 except Exception as exc:
                     for _, future in batch:
@@ -523,7 +538,7 @@ class SqlBus(Bus):
         by_token: dict[str, list[int]] = defaultdict(list)
         for lease in leases:
             by_token[lease.token].append(lease.handle)
-        done: int = await self._tx(self._ack_rows, dict(by_token))
+        done: int = await self._tx(self._ack_rows, dict(by_token), settle=True)
         self._notify()  # a session's next message may be ready now
         return done
 
@@ -571,7 +586,7 @@ class SqlBus(Bus):
     async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
         """Extend a lease still held (long work); False if it was lost."""
         until = time.time() + lease_seconds
-        count = await self._tx(self._renew_row, lease.handle, lease.token, until)
+        count = await self._tx(self._renew_row, lease.handle, lease.token, until, settle=True)
         if count == 1:
             expires = _dt(until)
             assert expires is not None
