@@ -207,6 +207,10 @@ class RabbitBus(Bus):
         self._leased: dict[str, _Held] = {}
         self._busy: set[tuple[str, str]] = set()  # (queue, session key) in flight
         self._arrivals = itertools.count()
+        # Lease tokens only need to be unique among this bus's leases: a counter is enough
+        # (uuid4 read the OS's random source for every message handed out).
+        self._lease_prefix = f"{uuid.uuid4().hex[:8]}-"
+        self._lease_numbers = itertools.count(1)
         # Per consumer channel, delivery tags not yet settled, in delivery order (None once
         # they arrive out of order there: then no multiple acks on that channel).
         self._unsettled: dict[Any, dict[int, None] | None] = {}
@@ -623,7 +627,7 @@ class RabbitBus(Bus):
                     # Delivered the maximum number of times; its last holder never settled.
                     self._spawn(self._dead_letter(h, h.message.last_error or "lease expired"))
                     continue
-                h.token = str(uuid.uuid4())
+                h.token = f"{self._lease_prefix}{next(self._lease_numbers)}"
                 h.expires = now + lease_seconds
                 self._leased[h.token] = h
                 key = h.message.session_key
