@@ -34,6 +34,9 @@ Scenarios (every figure is the median of ``--repeat`` runs):
     per message of each process. The single-process scenarios share one core between
     everything; this one uses the machine's cores as a deployment with workers would.
 
+``--loop uvloop`` runs every process on uvloop instead of the standard asyncio event loop
+(the runtime's processes run the standard loop today; uvloop comes with uvicorn[standard]).
+
 Each backend runs in a fresh store (a temporary SQLite file; ``postgres`` creates and drops
 a temporary database on ``CASTIEL_BENCH_PG_ADMIN_URL``), RabbitMQ in a random namespace
 whose queues and exchanges are deleted afterwards (its store, for the outbox and the dedup
@@ -58,9 +61,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 
@@ -68,6 +71,7 @@ from castiel_sync.bus import QUEUE_WEBHOOK, Bus, Lease, OutboxRelay, Router, pub
 from castiel_sync.store.base import create_engine, session_factory
 from castiel_sync.store.schema import create_all
 
+T = TypeVar("T")
 EVENT = "Castiel.Integration.WebhookReceived"
 CHILD_SAYS = "castiel-bench: "  # the lines of pipeline-2proc's worker child meant for us
 AMQP = os.environ.get("CASTIEL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -293,6 +297,7 @@ async def pipeline_2proc(
     concurrency: int,
     bound: float,
     relay_in: str,
+    loop: str,
 ) -> Result:
     """Producers here, the real ``Worker`` in a child process (see the module docstring)."""
     warmup = 300
@@ -313,6 +318,7 @@ async def pipeline_2proc(
                 "warmup": warmup,
                 "concurrency": concurrency,
                 "relay": relay_in == "worker",
+                "loop": loop,
             }
         ),
         stdout=asyncio.subprocess.PIPE,
@@ -518,6 +524,7 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, list[
             args.concurrency,
             args.timeout,
             args.relay_in,
+            args.loop,
         ),
     }
     chosen = args.scenario or list(scenarios)
@@ -536,9 +543,18 @@ def median(results: list[Result], fn: Callable[[Result], float]) -> float:
     return statistics.median(fn(r) for r in results)
 
 
+def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--worker-child"]:
-        asyncio.run(worker_child(json.loads(sys.argv[2])))
+        options = json.loads(sys.argv[2])
+        run_on(options["loop"], worker_child(options))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -560,6 +576,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500, help="latency: offered msg/s")
     parser.add_argument("--seconds", type=float, default=5, help="latency: duration")
     parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop of every process (the runtime runs asyncio's)",
+    )
+    parser.add_argument(
         "--relay-in",
         choices=["producers", "worker"],
         default="producers",
@@ -572,15 +594,17 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} cpus; "
-        f"median of {args.repeat}; consumer concurrency {args.concurrency}; "
-        f"pipeline: {args.producers} producers x {args.txn_events} events per commit"
+        f"median of {args.repeat}; {args.loop} event loop; "
+        f"consumer concurrency {args.concurrency}; "
+        f"pipeline: {args.producers} producers x {args.txn_events} events per commit; "
+        f"pipeline-2proc: relay in {args.relay_in}"
     )
     header = f"{'backend':9s} {'scenario':19s} {'msg/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}  runs"
     print(header)
     print("-" * len(header))
     for backend in backends:
         try:
-            results = asyncio.run(run_backend(backend, args))
+            results = run_on(args.loop, run_backend(backend, args))
         except OSError as exc:
             print(f"{backend:9s} unavailable: {exc}")
             continue
@@ -592,7 +616,7 @@ def main() -> None:
             label = f"{name} @{args.rate:.0f}" if name.startswith("latency") else name
             print(f"{backend:9s} {label:19s} {rate:8.0f} {p50:8.1f} {p99:8.1f}  [{per_run}]")
             for process in runs[0].cpu:
-                per_message = median(runs, lambda r, p=process: r.cpu[p] / max(1, r.messages))
+                per_message = statistics.median(r.cpu[process] / max(1, r.messages) for r in runs)
                 print(f"{'':29s} CPU {per_message * 1e6:6.0f} us/msg in {process}")
     print("(! = hit --timeout; msg/s is then what it managed in that time)")
 
