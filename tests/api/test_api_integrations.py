@@ -274,14 +274,20 @@ async def test_oversized_bodies_are_413(api: Any) -> None:
 
 async def test_delete_removes_the_integration_and_its_secrets(api: Any) -> None:
     created = await api.create_integration()
+    await api.create_integration(instance="sales-team-more")
+    await api.create_integration(api.admin_b)
     vault = api.ctx.vault
     name = "tenant-tenanta-salesforce-sales-team-oauth"
-    await vault.put(name, '{"access_token": "at-delete-me"}')
-    await vault.put("tenant-tenanta-salesforce-sales-team-more-oauth", "other instance's")
+    users = "tenant-tenanta-user-alice-salesforce-sales-team-oauth"
+    kept = [
+        "tenant-tenanta-salesforce-sales-team-more-oauth",  # another instance's
+        "tenant-tenantb-salesforce-sales-team-oauth",  # another tenant's
+    ]
+    for secret in [name, users, *kept]:
+        await vault.put(secret, '{"access_token": "at-delete-me"}')
     response = await api.client.delete(f"/integrations/{created['id']}", headers=api.admin_a)
     assert response.status_code == 204
-    assert name not in await vault.list("tenant-tenanta-")
-    assert "tenant-tenanta-salesforce-sales-team-more-oauth" in await vault.list("tenant-")
+    assert await vault.list("tenant-") == kept
     gone = await api.client.get(f"/integrations/{created['id']}", headers=api.admin_a)
     assert gone.status_code == 404
     audit = (await api.client.get("/audit-log", headers=api.admin_a)).json()

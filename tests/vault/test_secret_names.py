@@ -7,7 +7,7 @@ from castiel_sync.catalog.schema import STABLE_PROVIDER_IDS
 from castiel_sync.domain.secret_names import (
     check_provider_ids,
     integration_prefix,
-    is_integration_secret,
+    owner_prefix,
     system_secret,
     tenant_prefix,
     tenant_secret,
@@ -118,16 +118,22 @@ def test_tenant_prefix_never_covers_another_tenant() -> None:
         tenant_prefix("a-b")
 
 
-def test_integration_prefix_selects_exactly_the_integrations_secrets() -> None:
+def test_owner_prefix_names_exactly_the_integration_a_secret_belongs_to() -> None:
     prefix = integration_prefix("t", "salesforce", "sales")
     assert prefix == "tenant-t-salesforce-sales-"
-    mine = [tenant_secret("t", "salesforce", "sales", k) for k in ("oauth", "apikey")]
-    # Instance "sales-team" shares the string prefix: the filter tells them apart.
+    assert integration_prefix("t", "salesforce", "sales", user_id="u1") == (
+        "tenant-t-user-u1-salesforce-sales-"
+    )
+    mine = [tenant_secret("t", "salesforce", "sales", k) for k in ("oauth", "apikey", "webhook")]
+    mine.append(user_secret("t", "u1", "salesforce", "sales"))
+    assert [owner_prefix(n) for n in mine] == [prefix] * 4
+    # Instance "sales-team" shares the string prefix; its secrets are its own.
     other = tenant_secret("t", "salesforce", "sales-team")
     assert other.startswith(prefix)
-    assert [n for n in [*mine, other] if is_integration_secret(n, prefix)] == mine
-
-    user_pfx = integration_prefix("t", "salesforce", "sales", user_id="u1")
-    assert user_pfx == "tenant-t-user-u1-salesforce-sales-"
-    assert is_integration_secret(user_secret("t", "u1", "salesforce", "sales"), user_pfx)
-    assert not is_integration_secret(user_secret("t", "u1", "salesforce", "sales"), prefix)
+    assert owner_prefix(other) == integration_prefix("t", "salesforce", "sales-team")
+    assert owner_prefix(user_secret("t2", "u1", "salesforce", "sales")) == (
+        integration_prefix("t2", "salesforce", "sales")
+    )
+    assert owner_prefix(tenant_secret("t", "google_drive", "a-b")) == "tenant-t-google-drive-a-b-"
+    for foreign_name in (system_secret("salesforce"), "pkce-0a1b", prefix + "other"):
+        assert owner_prefix(foreign_name) is None

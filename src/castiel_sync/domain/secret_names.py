@@ -122,10 +122,14 @@ def user_key(user_id: str) -> str:
     return "u" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
+#: Starts the secret names of every tenant.
+TENANTS_PREFIX = "tenant-"
+
+
 def tenant_prefix(tenant_id: str) -> str:
     """``tenant-{tenantId}-``: lists every secret of the tenant, user-scoped ones included,
     and no other tenant's (tenant ids hold no ``-``, so ``abc`` never matches ``abc1``)."""
-    return f"tenant-{_id_token('tenant id', tenant_id)}-"
+    return f"{TENANTS_PREFIX}{_id_token('tenant id', tenant_id)}-"
 
 
 def user_prefix(tenant_id: str, user_id: str) -> str:
@@ -139,16 +143,28 @@ def integration_prefix(
     """``tenant-{tenantId}-[user-{userId}-]{provider}-{instanceId}-``.
 
     Instance ids may hold ``-``, so this prefix also starts the names of instance
-    ``{instanceId}-more``: keep only the names :func:`is_integration_secret` accepts.
+    ``{instanceId}-more``: :func:`owner_prefix` tells a name's integration exactly.
     """
     scope = tenant_prefix(tenant_id) if user_id is None else user_prefix(tenant_id, user_id)
     return f"{scope}{_provider(provider_id)}-{_instance(instance_id)}-"
 
 
-def is_integration_secret(name: str, prefix: str) -> bool:
-    """Whether ``name`` is one of the secrets (oauth, apikey, webhook) under an integration
-    prefix."""
-    return name.startswith(prefix) and name[len(prefix) :] in KINDS
+_INTEGRATION_SECRET = re.compile(
+    r"(?P<tenant>tenant-[0-9a-z]+-)(?:user-[0-9a-z]+-)?"
+    r"(?P<integration>[0-9a-z]+(?:-[0-9a-z]+)*-)"
+    rf"(?:{'|'.join(KINDS)})"
+)
+
+
+def owner_prefix(name: str) -> str | None:
+    """The tenant-scope :func:`integration_prefix` of the integration that ``name``
+    belongs to (a user's secret maps to its integration's), or None when ``name`` is no
+    tenant integration's secret (``system-...``, PKCE verifiers). The user marker cannot be
+    misread: no provider id starts with the segment ``user``."""
+    match = _INTEGRATION_SECRET.fullmatch(name)
+    if match is None:
+        return None
+    return match["tenant"] + match["integration"]
 
 
 def check_provider_ids(provider_ids: Iterable[str]) -> None:

@@ -4,6 +4,8 @@ One path refreshes a connection's OAuth token, whether the hourly sweep
 (:meth:`TokenRefresher.run_once`: connections whose token expires within ``window``) or an
 adapter that got a 401 (:meth:`TokenRefresher.refresh`, given to
 ``HttpAdapter.configure(token_refresher=...)`` through :class:`RefreshingCredentialProvider`).
+Each hourly pass also deletes the vault secrets of deleted integrations
+(:mod:`castiel_sync.vault.orphans`: a crash after an integration's delete committed).
 
 **A single refresh in flight per connection**, so a rotating refresh token is spent once
 and no caller uses or stores a stale token:
@@ -55,6 +57,7 @@ from castiel_sync.store import Store
 from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories import ConnectionRepository, IntegrationRepository
 from castiel_sync.store.tables import IntegrationConnectionRow, IntegrationRow
+from castiel_sync.vault.orphans import delete_orphaned_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -151,6 +154,15 @@ class TokenRefresher:
                 await self.run_once()
             except Exception:
                 log.exception("token refresh sweep failed; trying again next time")
+            try:
+                deleted = await delete_orphaned_secrets(
+                    self.store, self.vault, SystemScope("orphaned secret sweep")
+                )
+            except Exception:
+                log.exception("orphaned secret sweep failed; trying again next time")
+            else:
+                if deleted:
+                    log.info("orphaned secrets deleted", count=len(deleted))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
 

@@ -32,6 +32,7 @@ from castiel_sync.store.base import utcnow
 from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories import IntegrationRepository
 from castiel_sync.store.tables import IntegrationConnectionRow, IntegrationRow
+from castiel_sync.vault.orphans import delete_orphaned_secrets
 
 router = APIRouter(prefix="/integrations", tags=["integrations"])
 
@@ -386,7 +387,6 @@ async def delete_integration(access: TenantAdminDep, integration_id: Integration
         connections = await repos.connections.list(integration_id)
         names = {c.credential_secret_name for c in connections}
         names |= {n for n in (row.credential_secret_name, row.webhook_secret_name) if n}
-        prefix = secret_names.integration_prefix(access.tenant_id, row.provider_id, row.instance_id)
         before = audit_view(row)
         await repos.integrations.delete(integration_id)
         await repos.audit.record(
@@ -397,11 +397,9 @@ async def delete_integration(access: TenantAdminDep, integration_id: Integration
             before=before,
             after={"deletedSecretNames": sorted(names)},
         )
-    # After the commit: the vault is a separate store; deleting is idempotent.
-    vault = access.ctx.vault
-    names |= {n for n in await vault.list(prefix) if secret_names.is_integration_secret(n, prefix)}
-    for name in sorted(names):
-        await vault.delete(name)
+    # After the commit (the vault is a separate store): the integration's secrets are
+    # orphans now. Should this process stop first, the refresher's hourly sweep removes them.
+    await delete_orphaned_secrets(access.ctx.store, access.ctx.vault, access.tenant_scope)
     return Response(status_code=204)
 
 

@@ -1,0 +1,54 @@
+"""Deleting the vault secrets of integrations that no longer exist.
+
+Deleting an integration commits the database delete first and removes its secrets from
+the vault afterwards: the two stores cannot commit together, and deleting the secrets
+first would leave a live integration without credentials whenever the database delete
+failed. A crash in between leaves orphaned secrets. A secret's name is a function of its
+integration's tenant, provider and instance (:mod:`castiel_sync.domain.secret_names`), so
+an orphan is known by its name alone, and :func:`delete_orphaned_secrets` removes it: the
+integration delete runs it for its tenant right after the commit, and the token
+refresher's hourly pass for every tenant.
+
+The vault is listed before the integrations are read: credentials are only ever written
+for an integration that exists already, so every secret the listing finds belongs to an
+integration the later read still sees, unless that integration was deleted.
+"""
+
+from __future__ import annotations
+
+from castiel_sync.domain import secret_names
+from castiel_sync.domain.tenancy import Scope, TenantScope
+from castiel_sync.store import Store
+from castiel_sync.store.repositories import IntegrationRepository
+from castiel_sync.store.tables import IntegrationRow
+from castiel_sync.vault.base import Vault
+
+
+async def delete_orphaned_secrets(store: Store, vault: Vault, scope: Scope) -> list[str]:
+    """Delete the integration secrets (OAuth tokens, API keys, webhook secrets; tenant and
+    user scope) whose integration is not in the database: the scope's tenant's, or every
+    tenant's from a SystemScope. Returns the deleted names."""
+    if isinstance(scope, TenantScope):
+        listed = await vault.list(secret_names.tenant_prefix(scope.tenant_id))
+    else:
+        listed = await vault.list(secret_names.TENANTS_PREFIX)
+    async with store.transaction() as session:
+        integrations = await IntegrationRepository(session, scope).list()
+    live = {_prefix(row) for row in integrations}
+    orphans = []
+    for name in sorted(listed):
+        owner = secret_names.owner_prefix(name)
+        if owner is not None and owner not in live:
+            await vault.delete(name)
+            orphans.append(name)
+    return orphans
+
+
+def _prefix(row: IntegrationRow) -> str | None:
+    try:
+        return secret_names.integration_prefix(row.tenant_id, row.provider_id, row.instance_id)
+    except ValueError:
+        return None  # ids no secret name can hold: the integration has no secrets
+
+
+__all__ = ["delete_orphaned_secrets"]
