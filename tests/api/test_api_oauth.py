@@ -4,13 +4,16 @@ keys, user-scoped connections and the connection test."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from api_support import CLIENT_ID, PUBLIC_URL, Api
+from sqlalchemy import select, update
 
 from castiel_sync.api.auth import Role
+from castiel_sync.domain.tenancy import SystemScope
 from castiel_sync.sdk import (
     AuthError,
     ConnectionTestResult,
@@ -19,7 +22,9 @@ from castiel_sync.sdk import (
     FetchResult,
     IntegrationAdapter,
 )
+from castiel_sync.store.tables import OAuthStateRow
 from castiel_sync.testing.oauth import OAuthEmulator
+from castiel_sync.vault.orphans import purge_expired_authorizations
 
 TENANT_SECRET = "tenant-tenanta-salesforce-sales-team-oauth"
 
@@ -129,6 +134,26 @@ async def test_callback_refusals(api: Api) -> None:
     assert denied.status_code == 400 and "access_denied" in denied.json()["detail"]
     again = await api.client.get("/oauth/callback", params={"state": state, "code": "c"})
     assert again.status_code == 400  # the refusal used the state up
+
+
+async def test_an_expired_authorization_is_refused_and_purged(api: Api) -> None:
+    await api.set_oauth_client()
+    integration = await api.create_integration()
+    url = await authorize(api, integration["id"], api.admin_a)
+    params = await provider_redirect(api.oauth, url)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    async with api.ctx.store.transaction() as session:  # the user came back too late
+        await session.execute(update(OAuthStateRow).values(expires_at=past))
+    assert len(await api.ctx.vault.list("pkce-")) == 1
+    late = await api.client.get("/oauth/callback", params=params)
+    assert late.status_code == 400 and "expired" in late.json()["detail"]
+    assert api.oauth.token_calls == []
+    assert await api.ctx.vault.list("tenant-") == []
+    store, vault = api.ctx.store, api.ctx.vault
+    assert await purge_expired_authorizations(store, vault, SystemScope("tests")) == 1
+    assert await vault.list("pkce-") == []
+    async with store.transaction() as session:
+        assert await session.scalar(select(OAuthStateRow.state)) is None
 
 
 async def test_authorize_without_an_oauth_client_says_who_can_fix_it(api: Api) -> None:

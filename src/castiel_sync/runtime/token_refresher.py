@@ -4,8 +4,9 @@ One path refreshes a connection's OAuth token, whether the hourly sweep
 (:meth:`TokenRefresher.run_once`: connections whose token expires within ``window``) or an
 adapter that got a 401 (:meth:`TokenRefresher.refresh`, given to
 ``HttpAdapter.configure(token_refresher=...)`` through :class:`RefreshingCredentialProvider`).
-Each hourly pass also deletes the vault secrets of deleted integrations
-(:mod:`castiel_sync.vault.orphans`: a crash after an integration's delete committed).
+Each hourly pass also deletes the vault secrets of deleted integrations (a crash after an
+integration's delete committed) and the OAuth states and PKCE verifiers of expired
+authorizations (:mod:`castiel_sync.vault.orphans`).
 
 **A single refresh in flight per connection**, so a rotating refresh token is spent once
 and no caller uses or stores a stale token:
@@ -57,7 +58,7 @@ from castiel_sync.store import Store
 from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories import ConnectionRepository, IntegrationRepository
 from castiel_sync.store.tables import IntegrationConnectionRow, IntegrationRow
-from castiel_sync.vault.orphans import delete_orphaned_secrets
+from castiel_sync.vault.orphans import delete_orphaned_secrets, purge_expired_authorizations
 
 log = structlog.get_logger(__name__)
 
@@ -155,16 +156,25 @@ class TokenRefresher:
             except Exception:
                 log.exception("token refresh sweep failed; trying again next time")
             try:
-                deleted = await delete_orphaned_secrets(
-                    self.store, self.vault, SystemScope("orphaned secret sweep")
-                )
+                await self.sweep_vault()
             except Exception:
-                log.exception("orphaned secret sweep failed; trying again next time")
-            else:
-                if deleted:
-                    log.info("orphaned secrets deleted", count=len(deleted))
+                log.exception("vault sweep failed; trying again next time")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
+
+    async def sweep_vault(self) -> None:
+        """Delete the secrets nobody will use again (:mod:`castiel_sync.vault.orphans`)."""
+        scope = SystemScope("vault sweep")
+        orphans = await delete_orphaned_secrets(self.store, self.vault, scope)
+        authorizations = await purge_expired_authorizations(
+            self.store, self.vault, scope, self.clock()
+        )
+        if orphans or authorizations:
+            log.info(
+                "vault sweep",
+                orphaned_secrets=len(orphans),
+                expired_authorizations=authorizations,
+            )
 
     # -- single flight --------------------------------------------------------------------
 

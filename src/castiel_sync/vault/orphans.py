@@ -1,4 +1,5 @@
-"""Deleting the vault secrets of integrations that no longer exist.
+"""Deleting the vault secrets nobody will use again: those of integrations that no longer
+exist, and the PKCE verifiers of OAuth authorizations nobody completed.
 
 Deleting an integration commits the database delete first and removes its secrets from
 the vault afterwards: the two stores cannot commit together, and deleting the secrets
@@ -12,14 +13,22 @@ refresher's hourly pass for every tenant.
 The vault is listed before the integrations are read: credentials are only ever written
 for an integration that exists already, so every secret the listing finds belongs to an
 integration the later read still sees, unless that integration was deleted.
+
+An OAuth authorization (``POST .../oauth/authorize``) leaves a state row, valid for ten
+minutes, and its PKCE verifier in the vault; the callback consumes both. Those of a user
+who never came back are removed by :func:`purge_expired_authorizations`, in the same
+hourly pass.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from castiel_sync.domain import secret_names
 from castiel_sync.domain.tenancy import Scope, TenantScope
 from castiel_sync.store import Store
-from castiel_sync.store.repositories import IntegrationRepository
+from castiel_sync.store.base import utcnow
+from castiel_sync.store.repositories import IntegrationRepository, OAuthStateRepository
 from castiel_sync.store.tables import IntegrationRow
 from castiel_sync.vault.base import Vault
 
@@ -44,6 +53,22 @@ async def delete_orphaned_secrets(store: Store, vault: Vault, scope: Scope) -> l
     return orphans
 
 
+async def purge_expired_authorizations(
+    store: Store, vault: Vault, scope: Scope, now: datetime | None = None
+) -> int:
+    """Delete the OAuth states past their expiry (the callback refuses them already) and
+    their PKCE verifiers: the scope's tenant's, or every tenant's from a SystemScope.
+    Returns how many. The verifiers go first: the state row is what names a verifier, so
+    a crash in between leaves the row for the next purge, never a verifier nobody finds."""
+    now = now or utcnow()
+    async with store.transaction() as session:
+        expired = await OAuthStateRepository(session, scope).expired(now)
+    for row in expired:
+        await vault.delete(row.verifier_secret_name)
+    async with store.transaction() as session:
+        return await OAuthStateRepository(session, scope).purge_expired(now)
+
+
 def _prefix(row: IntegrationRow) -> str | None:
     try:
         return secret_names.integration_prefix(row.tenant_id, row.provider_id, row.instance_id)
@@ -51,4 +76,4 @@ def _prefix(row: IntegrationRow) -> str | None:
         return None  # ids no secret name can hold: the integration has no secrets
 
 
-__all__ = ["delete_orphaned_secrets"]
+__all__ = ["delete_orphaned_secrets", "purge_expired_authorizations"]

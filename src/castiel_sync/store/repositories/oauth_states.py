@@ -65,6 +65,12 @@ class OAuthStateRepository(ScopedRepository[OAuthStateRow]):
             raise NotFoundError(self.object_type, "(state)")
         return row
 
+    async def expired(self, now: datetime) -> list[OAuthStateRow]:
+        """The states past their expiry at ``now``: authorizations nobody completed."""
+        return await self._all(
+            self._select().where(OAuthStateRow.expires_at <= now).order_by(OAuthStateRow.state)
+        )
+
     async def purge_expired(self, now: datetime | None = None) -> int:
         """Delete expired states; returns how many."""
         result = await self._execute(
