@@ -62,13 +62,15 @@ from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, cast
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection, HeadersType
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from castiel_sync.bus.base import (
@@ -176,6 +178,62 @@ def _int_header(headers: HeadersType, key: str) -> int | None:
     if isinstance(value, int | float | str | bytes | bytearray | Decimal):
         return int(value)
     raise TypeError(f"header {key!r} is not an integer: {value!r}")
+
+
+async def _publish_confirmed(
+    channel: aiormq.Channel, publishes: Sequence[tuple[str, str, _Outgoing]]
+) -> None:
+    """Publish (exchange, routing key, message) items, mandatory, in one socket write, and
+    wait until the broker has confirmed every one (a ``basic.nack`` raises
+    ``aiormq.exceptions.DeliveryError``; a returned, unroutable message resolves like
+    aio-pika's default ``on_return_raises=False``).
+
+    ``aiormq.Channel.basic_publish`` takes the channel lock, queues one write and awaits
+    the confirm, per message: a batch of 500 was 500 tasks and 500 socket writes, about
+    half of the publishing CPU. This registers each confirm exactly as ``basic_publish``
+    does (next delivery tag, a future in ``channel.confirmations``, the message id for
+    returns, all under ``channel.lock``), so aiormq's reader settles them unchanged, and
+    queues the frames as one write. It relies on those aiormq internals (7.x); the tests
+    in ``tests/bus/test_bus_rabbitmq_publish.py`` pin the behaviour against the broker.
+    """
+    if not publishes:
+        return
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    assert channel.publisher_confirms, "without confirm mode no confirm would ever come"
+    confirms: list[asyncio.Future[Any]] = []
+    frames: list[Any] = []
+    async with channel.lock:
+        first = channel.delivery_tag + 1
+        for exchange, routing_key, message in publishes:
+            channel.delivery_tag += 1
+            tag = channel.delivery_tag
+            message_id = message.properties.message_id
+            assert message_id, "every message carries its id (returns are matched on it)"
+            confirm = channel.create_future()
+            channel.confirmations[tag] = confirm
+            channel.message_id_delivery_tag[message_id] = tag
+            confirm.add_done_callback(partial(_forget_message_id, channel, message_id, tag))
+            confirms.append(confirm)
+            frames.append(Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True))
+            frames.append(ContentHeader(properties=message.properties, body_size=len(message.body)))
+            frames.extend(channel._split_body(message.body))
+        try:
+            await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+        except BaseException:
+            # Not written: the broker never saw these tags, so they are reused.
+            for tag in range(first, channel.delivery_tag + 1):
+                channel.confirmations.pop(tag, None)
+            channel.delivery_tag = first - 1
+            for confirm in confirms:
+                confirm.cancel()
+            raise
+    await asyncio.gather(*confirms)
+
+
+def _forget_message_id(channel: aiormq.Channel, message_id: str, tag: int, _: Any) -> None:
+    if channel.message_id_delivery_tag.get(message_id) == tag:
+        del channel.message_id_delivery_tag[message_id]
 
 
 class RabbitBus(Bus):
@@ -380,27 +438,10 @@ class RabbitBus(Bus):
         await self._publish_all([("", routing_key, message)])
 
     async def _publish_all(self, publishes: Sequence[tuple[str, str, _Outgoing]]) -> None:
-        """Publish each (exchange, routing key, message) and wait for all their confirms.
-
-        Straight on the aiormq channel: aio-pika's ``Exchange.publish`` would build its own
-        Message and then these properties again for every message. ``wait=False`` only
-        skips waiting for the socket write of each frame; the broker's confirm (the
-        message is stored) is still awaited, and a nack raises ``DeliveryError``."""
+        """Publish each (exchange, routing key, message) and wait for all their confirms."""
         assert self._pub is not None, "call start() first"
         channel = cast(aiormq.Channel, await self._pub.get_underlay_channel())
-        await asyncio.gather(
-            *(
-                channel.basic_publish(
-                    message.body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=message.properties,
-                    mandatory=True,
-                    wait=False,
-                )
-                for exchange, routing_key, message in publishes
-            )
-        )
+        await _publish_confirmed(channel, publishes)
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         assert self._pub is not None, "call start() first"
