@@ -156,6 +156,25 @@ async def test_an_expired_authorization_is_refused_and_purged(api: Api) -> None:
         assert await session.scalar(select(OAuthStateRow.state)) is None
 
 
+async def test_deleting_an_integration_deletes_its_pending_authorizations(api: Api) -> None:
+    await api.set_oauth_client()
+    mine = await api.create_integration()
+    theirs = await api.create_integration(api.admin_b)
+    await authorize(api, mine["id"], api.admin_a)
+    await authorize(api, theirs["id"], api.admin_b)
+    assert len(await api.ctx.vault.list("pkce-")) == 2
+    crossed = await api.client.delete(f"/integrations/{mine['id']}", headers=api.admin_b)
+    assert crossed.status_code == 404
+    assert len(await api.ctx.vault.list("pkce-")) == 2
+    deleted = await api.client.delete(f"/integrations/{mine['id']}", headers=api.admin_a)
+    assert deleted.status_code == 204
+    async with api.ctx.store.transaction() as session:
+        [(tenant, verifier)] = await session.execute(
+            select(OAuthStateRow.tenant_id, OAuthStateRow.verifier_secret_name)
+        )
+    assert tenant == "tenantb" and await api.ctx.vault.list("pkce-") == [verifier]
+
+
 async def test_authorize_without_an_oauth_client_says_who_can_fix_it(api: Api) -> None:
     integration = await api.create_integration()
     response = await api.client.post(

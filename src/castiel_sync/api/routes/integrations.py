@@ -382,6 +382,12 @@ async def activate_integration(
     summary="Delete an integration and its credentials",
 )
 async def delete_integration(access: TenantAdminDep, integration_id: IntegrationId) -> Response:
+    # The PKCE verifiers of pending authorizations go first: their state rows, which name
+    # them, go with the integration; an authorization that outlives them cannot complete.
+    async with access.transaction() as repos:
+        pending = await repos.oauth_states.for_integration(integration_id)
+    for state in pending:
+        await access.ctx.vault.delete(state.verifier_secret_name)
     async with access.transaction() as repos:
         row = await repos.integrations.get(integration_id)
         connections = await repos.connections.list(integration_id)

@@ -65,6 +65,14 @@ class OAuthStateRepository(ScopedRepository[OAuthStateRow]):
             raise NotFoundError(self.object_type, "(state)")
         return row
 
+    async def for_integration(self, integration_id: str) -> list[OAuthStateRow]:
+        """The integration's pending authorizations (expired ones included)."""
+        return await self._all(
+            self._select()
+            .where(OAuthStateRow.integration_id == integration_id)
+            .order_by(OAuthStateRow.state)
+        )
+
     async def expired(self, now: datetime) -> list[OAuthStateRow]:
         """The states past their expiry at ``now``: authorizations nobody completed."""
         return await self._all(
