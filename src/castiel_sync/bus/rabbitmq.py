@@ -58,12 +58,12 @@ import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -90,6 +90,7 @@ from castiel_sync.bus.router import routing_table
 from castiel_sync.bus.sql import SqlBus, decode_body, encode_body
 from castiel_sync.domain.tenancy import Scope, SystemScope
 
+R = TypeVar("R")
 EXCHANGE = "castiel.integration"
 DEFAULT_DELAY_TIERS = (0.05, 0.25, 1.0, 5.0, 30.0, 300.0, 1800.0)
 DEFAULT_PREFETCH = {
@@ -236,6 +237,48 @@ def _forget_message_id(channel: aiormq.Channel, message_id: str, tag: int, _: An
         del channel.message_id_delivery_tag[message_id]
 
 
+class _Merged(Generic[R]):
+    """``store_call(ids)`` shared by concurrent callers: the calls made while one runs (or
+    within one event-loop turn) go to the store as one call with all their ids, and each
+    caller gets its result (or its error) once that call has finished.
+
+    The dedup window costs a store read before and a write after every send: under load,
+    when sends pile up, they now share those instead of queueing one each behind the
+    store's writer thread."""
+
+    def __init__(self, store_call: Callable[[list[str]], Awaitable[R]]) -> None:
+        self._store_call = store_call
+        self._ids: list[str] = []
+        self._callers: list[asyncio.Future[R]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def __call__(self, ids: Sequence[str]) -> R:
+        result: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._ids.extend(ids)
+        self._callers.append(result)
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        return await result
+
+    async def _run(self) -> None:
+        try:
+            while self._callers:
+                ids, callers = self._ids, self._callers
+                self._ids, self._callers = [], []
+                try:
+                    outcome = await self._store_call(ids)
+                except Exception as exc:
+                    for caller in callers:
+                        if not caller.done():
+                            caller.set_exception(exc)
+                else:
+                    for caller in callers:
+                        if not caller.done():
+                            caller.set_result(outcome)
+        finally:
+            self._running = None
+
+
 class RabbitBus(Bus):
     def __init__(
         self,
@@ -258,6 +301,9 @@ class RabbitBus(Bus):
         self.routes = routing_table()
         # The store keeps dead letters (for inspection) and the dedup window.
         self._store = SqlBus(engine, dedup_window=dedup_window)
+        # Concurrent sends share their dedup window reads and writes (see _Merged).
+        self._seen_ids = _Merged(self._store.seen_ids)
+        self._remember_ids = _Merged(self._store.remember_ids)
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
         self._topic_name = f"{self.ns}{EXCHANGE}"
@@ -447,7 +493,8 @@ class RabbitBus(Bus):
         assert self._pub is not None, "call start() first"
         ids: list[str] = []
         explicit = [m.message_id for m in messages if m.message_id]
-        seen = await self._store.seen_ids(explicit) if explicit else set()
+        # (A copy: it also collects this batch's own ids, and other sends share the result.)
+        seen = set(await self._seen_ids(explicit)) if explicit else set()
         now = time.time()
         publishes: list[tuple[str, str, _Outgoing]] = []
         delayed: list[Awaitable[None]] = []
@@ -480,7 +527,7 @@ class RabbitBus(Bus):
                 publishes.append(("", target, amqp))
         await asyncio.gather(self._publish_all(publishes), *delayed)
         if explicit:
-            await self._store.remember_ids(explicit)
+            await self._remember_ids(explicit)
         return ids
 
     # -- consume ------------------------------------------------------------------------
