@@ -1,4 +1,8 @@
-"""RabbitMQ bus (aio-pika), selected by ``CASTIEL_BUS_URL=amqp://...``.
+"""RabbitMQ bus, selected by ``CASTIEL_BUS_URL=amqp://...``.
+
+aio-pika keeps the (robust) connection and channels and declares the topology; messages
+are published and consumed on the channels' aiormq layer, without aio-pika's per-message
+objects (see ``_publish_confirmed`` and ``_ensure_consumers``).
 
 Topology (every name carries the optional ``namespace`` prefix):
 
@@ -35,8 +39,8 @@ Topology (every name carries the optional ``namespace`` prefix):
   deliveries are the oldest this process still holds on their channel, one
   ``basic.ack(multiple=True)`` settles them all; the rest are acked one by one. A
   multiple ack never covers a delivery that is still buffered or leased.
-- **Publisher confirms** on every send; ``send_many`` publishes a batch and awaits all
-  the confirms together.
+- **Publisher confirms** on every send; ``send_many`` publishes its batch in one socket
+  write (persistent, mandatory) and awaits all the confirms together.
 - **Dead letters** are drained from ``sync-deadletter`` into the store's ``bus_messages``
   table (as ``sync-deadletter`` rows with their tenant) before every list/replay/purge, so
   they can be inspected and managed per tenant; replay publishes them back (confirmed)
@@ -44,6 +48,7 @@ Topology (every name carries the optional ``namespace`` prefix):
 - **Idempotent send** uses the store's ``bus_dedup`` table: ids seen in the window are
   skipped; ids are recorded after the broker confirms (a crash in between, or two
   concurrent sends of one id, can still yield a duplicate: consumers stay idempotent).
+  Concurrent sends share those store reads and writes.
 - **Metrics** without the management plugin: ``depth`` is a passive declare's ready count
   (plus this process's buffered and leased messages); ``oldest_age`` is the age of the
   oldest message this process holds (the broker only tells its age by delivering it).
