@@ -240,6 +240,7 @@ class SqlBus(Bus):
         self._write_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._next_dedup_sweep = 0.0
+        self._found_work = False
         self._pending_acks: list[tuple[Lease, asyncio.Future[bool]]] = []
         self._ack_flusher: asyncio.Task[None] | None = None
         self._insert = sqlite_insert if self._sqlite else pg_insert
@@ -470,7 +471,8 @@ class SqlBus(Bus):
         now = time.time()
         token = str(uuid.uuid4())
         until = now + lease_seconds
-        # The cheap read first: idle pollers never take SQLite's write lock.
+        # The cheap read first, unless the last claim found work: idle pollers never
+        # take SQLite's write lock, busy ones skip a read that would find what they know.
         rows = await self._tx(
             self._claim_rows,
             queues,
@@ -478,10 +480,11 @@ class SqlBus(Bus):
             token,
             until,
             limit,
-            pre=self._any_ready,
+            pre=None if self._found_work else self._any_ready,
             empty=[],
             settle=True,
         )
+        self._found_work = bool(rows)
         if not rows:
             return []
         expires = _dt(until)
