@@ -35,6 +35,9 @@ Topology (every name carries the optional ``namespace`` prefix):
 - **Leases**: a lease is an unacked delivery; a reaper returns expired leases to the
   broker (``basic.nack`` with requeue: the broker counts the delivery). A worker that is
   SIGKILLed loses its connection and the broker redelivers everything it held.
+- **Lost connection** (broker restart, network): aio-pika reconnects and reopens the
+  channels, and the bus consumes again; what the lost channel had delivered comes again
+  from the broker, so it is dropped here (a lease on it is lost: its ack returns False).
 - **Acks** from concurrent handlers are gathered per event-loop turn: where the acked
   deliveries are the oldest this process still holds on their channel, one
   ``basic.ack(multiple=True)`` settles them all; the rest are acked one by one. A
@@ -72,7 +75,13 @@ from typing import Any, Generic, TypeVar, cast
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection, HeadersType
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    HeadersType,
+)
 from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
@@ -95,6 +104,7 @@ from castiel_sync.bus.router import routing_table
 from castiel_sync.bus.sql import SqlBus, decode_body, encode_body
 from castiel_sync.domain.tenancy import Scope, SystemScope
 
+log = structlog.get_logger(__name__)
 R = TypeVar("R")
 EXCHANGE = "castiel.integration"
 DEFAULT_DELAY_TIERS = (0.05, 0.25, 1.0, 5.0, 30.0, 300.0, 1800.0)
@@ -146,7 +156,7 @@ class _QueueState:
     plain: list[tuple[int, int, _Held]] = field(default_factory=list)
     sessions: dict[str, deque[_Held]] = field(default_factory=dict)
     size: int = 0
-    consumers: list[tuple[AbstractChannel, str]] = field(default_factory=list)
+    consumers: list[_Consumer] = field(default_factory=list)
 
     def push(self, held: _Held, *, front: bool = False) -> None:
         """Buffer ``held``; ``front``: a session message given back, again its session's head."""
@@ -166,6 +176,29 @@ class _QueueState:
             yield h
         for fifo in self.sessions.values():
             yield from fifo
+
+    def drop_from(self, channel: aiormq.Channel) -> None:
+        """Forget the buffered deliveries of ``channel`` (closed: the broker has them back)."""
+        self.plain = [entry for entry in self.plain if entry[2].channel is not channel]
+        heapq.heapify(self.plain)
+        for key, fifo in list(self.sessions.items()):
+            kept = deque(h for h in fifo if h.channel is not channel)
+            if kept:
+                self.sessions[key] = kept
+            else:
+                del self.sessions[key]
+        self.size = len(self.plain) + sum(len(fifo) for fifo in self.sessions.values())
+
+
+@dataclass(slots=True)
+class _Consumer:
+    """A consumer of one physical queue: aio-pika's robust channel, and the aiormq channel
+    and consumer tag it currently consumes with (both change when the channel reopens)."""
+
+    channel: AbstractRobustChannel
+    name: str
+    underlay: aiormq.Channel
+    tag: str
 
 
 def _us(epoch: float) -> int:
@@ -354,7 +387,11 @@ class RabbitBus(Bus):
     async def start(self) -> None:
         if self._conn is not None:
             return
-        self._conn = await aio_pika.connect_robust(self.url)
+        self._conn = await aio_pika.connect_robust(
+            # Named for the broker's connection list (management UI, rabbitmqctl).
+            self.url,
+            client_properties={"connection_name": f"castiel-sync bus {self.ns}".strip()},
+        )
         self._pub = await self._conn.channel(publisher_confirms=True)
         ch = self._pub
         topic = await ch.declare_exchange(
@@ -546,17 +583,52 @@ class RabbitBus(Bus):
                 continue
             state = self._queues[queue] = _QueueState()
             for name in self._physical_queues(queue):
-                ch = await self._conn.channel()
+                ch = cast(AbstractRobustChannel, await self._conn.channel())
                 await ch.set_qos(prefetch_count=self.prefetch.get(queue, 50))
-                # Consumed on the aiormq channel: aio-pika would wrap every delivery in an
-                # IncomingMessage (copying each property) and run the callback in a second
-                # task; _accept needs neither.
-                underlay = await ch.get_underlay_channel()
-                ok = await underlay.basic_consume(name, self._on_delivery_for(queue))
-                assert ok.consumer_tag is not None
-                state.consumers.append((ch, ok.consumer_tag))
+                underlay, tag = await self._consume(ch, name, queue)
+                consumer = _Consumer(ch, name, underlay, tag)
+                state.consumers.append(consumer)
+                ch.reopen_callbacks.add(partial(self._on_reopen, queue, consumer))
             started = True
         return started
+
+    async def _consume(
+        self, channel: AbstractRobustChannel, name: str, queue: str
+    ) -> tuple[aiormq.Channel, str]:
+        # Consumed on the aiormq channel: aio-pika would wrap every delivery in an
+        # IncomingMessage (copying each property) and run the callback in a second task;
+        # _accept needs neither. Its robust channel still reopens after a lost
+        # connection; _on_reopen then consumes again.
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        ok = await underlay.basic_consume(name, self._on_delivery_for(queue))
+        assert ok.consumer_tag is not None
+        return underlay, ok.consumer_tag
+
+    def _on_reopen(self, queue: str, consumer: _Consumer, *_: Any) -> None:
+        """aio-pika reopened ``consumer``'s channel (the connection was lost and is back)."""
+        self._spawn(self._resume(queue, consumer))
+
+    async def _resume(self, queue: str, consumer: _Consumer) -> None:
+        """Consume again on the reopened channel. The old channel's deliveries are void (the
+        broker redelivers them): buffered ones are dropped and leased ones are lost leases
+        (their ack or nack returns False, as after an expired lease)."""
+        state = self._queues.get(queue)
+        if state is None or consumer not in state.consumers:
+            return  # stopped meanwhile
+        old = consumer.underlay
+        state.drop_from(old)
+        for token, held in list(self._leased.items()):
+            if held.channel is old:
+                del self._leased[token]
+                if held.message.session_key is not None:
+                    self._busy.discard((held.message.queue, held.message.session_key))
+        self._unsettled.pop(old, None)
+        try:
+            consumer.underlay, consumer.tag = await self._consume(
+                consumer.channel, consumer.name, queue
+            )
+        except Exception:
+            log.exception("could not consume again after reconnecting", queue=consumer.name)
 
     def _on_delivery_for(self, queue: str) -> Any:
         async def on_delivery(delivery: DeliveredMessage) -> None:
@@ -983,11 +1055,11 @@ class RabbitBus(Bus):
 
     async def _stop_consumers(self) -> None:
         for state in self._queues.values():
-            for ch, tag in state.consumers:
+            for consumer in state.consumers:
                 with contextlib.suppress(Exception):
-                    await (await ch.get_underlay_channel()).basic_cancel(tag)
+                    await consumer.underlay.basic_cancel(consumer.tag)
                 with contextlib.suppress(Exception):
-                    await ch.close()  # unacked deliveries go back to the broker
+                    await consumer.channel.close()  # unacked deliveries go back to the broker
         self._queues.clear()
         self._leased.clear()
         self._busy.clear()
