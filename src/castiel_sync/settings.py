@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="Prefix of the RabbitMQ exchange and queue names, so several deployments "
         "(or test runs) can share one broker; e.g. `staging.`. Empty: the plain names.",
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="Event loop of the long-running processes: `auto` (uvloop where "
+        "installed, else the standard loop), `asyncio` or `uvloop`.",
+    )
     vault: Literal["local", "azure"] = Field(
         "local",
         description="Secret store backend: `local` (AES-256-GCM in the database) or `azure`.",

@@ -3,7 +3,6 @@ services (:mod:`castiel_sync.demo`)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -48,11 +47,13 @@ def demo(
         non_interactive=non_interactive,
     )
     from castiel_sync.demo.runner import prepare_data_dir
+    from castiel_sync.runtime import event_loop
+    from castiel_sync.settings import get_settings
 
     try:
         prepare_data_dir(data_dir)
     except ValueError as exc:
         usage(str(exc))
-    report = asyncio.run(run_demo(options, Console(highlight=False)))
+    report = event_loop.run(run_demo(options, Console(highlight=False)), get_settings())
     if not report.ok:
         raise typer.Exit(EXIT_FAILURE)

@@ -44,12 +44,11 @@ def serve(
         return
     # The runtime (castiel_sync.runtime.process): API, outbox relay, scheduler, token
     # refresher and workers as asyncio tasks; SIGTERM drains.
-    import asyncio
-
+    from castiel_sync.runtime import event_loop
     from castiel_sync.runtime.process import Plan, run, serve_plan
 
     plan = serve_plan() if not api_only else Plan(api=True)
-    asyncio.run(run(settings, plan))
+    event_loop.run(run(settings, plan), settings)
 
 
 def api(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -31,6 +30,7 @@ def worker(
     ] = 30.0,
 ) -> None:
     """Consume the sync queues until SIGTERM (then drain)."""
+    from castiel_sync.runtime import event_loop
     from castiel_sync.runtime.process import run, worker_plan
     from castiel_sync.settings import get_settings
 
@@ -43,7 +43,9 @@ def worker(
         lease_seconds=lease_seconds,
         drain_timeout=drain_timeout,
     )
-    asyncio.run(run(settings, plan, on_ready=lambda: typer.echo("castiel-sync worker: ready")))
+    event_loop.run(
+        run(settings, plan, on_ready=lambda: typer.echo("castiel-sync worker: ready")), settings
+    )
 
 
 def _configure_logging(settings: object) -> None:
