@@ -34,8 +34,11 @@ Scenarios (every figure is the median of ``--repeat`` runs):
     per message of each process. The single-process scenarios share one core between
     everything; this one uses the machine's cores as a deployment with workers would.
 
-``--loop uvloop`` runs every process on uvloop instead of the standard asyncio event loop
-(the runtime's processes run the standard loop today; uvloop comes with uvicorn[standard]).
+``--loop`` is the event loop of every process (pipeline-2proc's worker too), chosen as the
+runtime chooses it (``castiel_sync.runtime.event_loop``). The runtime's processes run on
+uvloop where it is installed (``CASTIEL_EVENT_LOOP=auto``); the benchmark's default stays
+the standard ``asyncio`` loop, so its figures compare with earlier runs: pass
+``--loop uvloop`` (or ``auto``) to measure what the runtime runs by default.
 
 Each backend runs in a fresh store (a temporary SQLite file; ``postgres`` creates and drops
 a temporary database on ``CASTIEL_BENCH_PG_ADMIN_URL``), RabbitMQ in a random namespace
@@ -68,6 +71,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 
 from castiel_sync.bus import QUEUE_WEBHOOK, Bus, Lease, OutboxRelay, Router, publish
+from castiel_sync.runtime.event_loop import loop_factory
 from castiel_sync.store.base import create_engine, session_factory
 from castiel_sync.store.schema import create_all
 
@@ -545,11 +549,8 @@ def median(results: list[Result], fn: Callable[[Result], float]) -> float:
 
 
 def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(main)
-    return asyncio.run(main)
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(main)
 
 
 def main() -> None:
@@ -578,9 +579,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="latency: duration")
     parser.add_argument(
         "--loop",
-        choices=["asyncio", "uvloop"],
+        choices=["asyncio", "uvloop", "auto"],
         default="asyncio",
-        help="event loop of every process (the runtime runs asyncio's)",
+        help="event loop of every process (the runtime's default is auto: uvloop if installed)",
     )
     parser.add_argument(
         "--relay-in",
