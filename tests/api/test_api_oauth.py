@@ -24,7 +24,7 @@ from castiel_sync.sdk import (
 )
 from castiel_sync.store.tables import OAuthStateRow
 from castiel_sync.testing.oauth import OAuthEmulator
-from castiel_sync.vault.orphans import purge_expired_authorizations
+from castiel_sync.vault.orphans import delete_orphaned_verifiers, purge_expired_authorizations
 
 TENANT_SECRET = "tenant-tenanta-salesforce-sales-team-oauth"
 
@@ -282,3 +282,17 @@ async def test_api_key_entry(key_api: Api) -> None:
     assert activated.status_code == 200
     audit = (await api.client.get("/audit-log", headers=api.admin_a)).text
     assert "gong-key-7Hc2" not in audit
+
+
+async def test_a_vault_sweep_during_an_authorization_keeps_its_verifier(api: Api) -> None:
+    await api.set_oauth_client()
+    integration = await api.create_integration()
+    url = await authorize(api, integration["id"], api.admin_a)
+    await api.ctx.vault.put("pkce-left-by-a-crash", '{"code_verifier": "v"}')
+    params = await provider_redirect(api.oauth, url)
+    swept = await delete_orphaned_verifiers(api.ctx.store, api.ctx.vault)
+    assert swept == ["pkce-left-by-a-crash"]  # the pending authorization's verifier stays
+    response = await api.client.get("/oauth/callback", params=params)
+    assert response.status_code == 200, response.text
+    assert await api.ctx.vault.list("pkce-") == []
+    assert await api.ctx.vault.list("tenant-") == [TENANT_SECRET]

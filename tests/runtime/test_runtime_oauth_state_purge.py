@@ -18,7 +18,7 @@ from castiel_sync.store import Store
 from castiel_sync.store.repositories import OAuthStateRepository
 from castiel_sync.store.tables import OAuthStateRow
 from castiel_sync.vault import Vault, open_vault
-from castiel_sync.vault.orphans import purge_expired_authorizations
+from castiel_sync.vault.orphans import delete_orphaned_verifiers, purge_expired_authorizations
 
 
 class Authorizations:
@@ -99,3 +99,20 @@ async def test_the_refreshers_hourly_pass_purges_every_tenant(
     await refresher.sweep_vault()
     left = {verifiers["acme live"], verifiers["globex live"]}
     assert await flows.pending() == await flows.verifiers() == left
+
+
+async def test_verifiers_no_state_names_are_swept_and_named_ones_kept(
+    rt_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    flows, verifiers = await abandoned(rt_engine, tmp_path)
+    # What a crash leaves: a verifier whose state was taken (a callback that died before
+    # deleting it) or never written; and a tenant secret that is none of the sweep's.
+    await flows.vault.put("pkce-crashed-callback", '{"code_verifier": "v"}')
+    await flows.vault.put("pkce-crashed-authorize", '{"code_verifier": "v"}')
+    await flows.vault.put("tenants-acme-x", "unrelated")
+    swept = await delete_orphaned_verifiers(flows.store, flows.vault)
+    assert sorted(swept) == ["pkce-crashed-authorize", "pkce-crashed-callback"]
+    # Every state's verifier stays, expired ones too (their purge takes both).
+    assert await flows.verifiers() == await flows.pending() == set(verifiers.values())
+    assert await flows.vault.get("tenants-acme-x") == "unrelated"
+    assert await delete_orphaned_verifiers(flows.store, flows.vault) == []

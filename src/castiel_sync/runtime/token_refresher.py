@@ -58,7 +58,11 @@ from castiel_sync.store import Store
 from castiel_sync.store.errors import NotFoundError
 from castiel_sync.store.repositories import ConnectionRepository, IntegrationRepository
 from castiel_sync.store.tables import IntegrationConnectionRow, IntegrationRow
-from castiel_sync.vault.orphans import delete_orphaned_secrets, purge_expired_authorizations
+from castiel_sync.vault.orphans import (
+    delete_orphaned_secrets,
+    delete_orphaned_verifiers,
+    purge_expired_authorizations,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -169,11 +173,13 @@ class TokenRefresher:
         authorizations = await purge_expired_authorizations(
             self.store, self.vault, scope, self.clock()
         )
-        if orphans or authorizations:
+        verifiers = await delete_orphaned_verifiers(self.store, self.vault)
+        if orphans or authorizations or verifiers:
             log.info(
                 "vault sweep",
                 orphaned_secrets=len(orphans),
                 expired_authorizations=authorizations,
+                orphaned_verifiers=len(verifiers),
             )
 
     # -- single flight --------------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from castiel_sync.domain import secret_names
-from castiel_sync.domain.tenancy import Scope, TenantScope
+from castiel_sync.domain.tenancy import Scope, SystemScope, TenantScope
 from castiel_sync.store import Store
 from castiel_sync.store.base import utcnow
 from castiel_sync.store.repositories import IntegrationRepository, OAuthStateRepository
@@ -69,6 +69,24 @@ async def purge_expired_authorizations(
         return await OAuthStateRepository(session, scope).purge_expired(now)
 
 
+async def delete_orphaned_verifiers(store: Store, vault: Vault) -> list[str]:
+    """Delete the PKCE verifiers (``pkce-...``) no OAuth state names: left by a crash
+    between an authorization's steps. Authorize writes the state before the verifier and
+    the callback reads the verifier before it takes the state, so listing the vault
+    first and the states second never finds a verifier still in use without its state."""
+    listed = await vault.list(VERIFIER_PREFIX)
+    async with store.transaction() as session:
+        named = await OAuthStateRepository(session, SystemScope("verifier sweep")).verifier_names()
+    orphans = [name for name in listed if name not in named]
+    for name in orphans:
+        await vault.delete(name)
+    return orphans
+
+
+#: The vault names of PKCE verifiers start so (``api/routes/credentials.py``).
+VERIFIER_PREFIX = "pkce-"
+
+
 def _prefix(row: IntegrationRow) -> str | None:
     try:
         return secret_names.integration_prefix(row.tenant_id, row.provider_id, row.instance_id)
@@ -76,4 +94,9 @@ def _prefix(row: IntegrationRow) -> str | None:
         return None  # ids no secret name can hold: the integration has no secrets
 
 
-__all__ = ["delete_orphaned_secrets", "purge_expired_authorizations"]
+__all__ = [
+    "VERIFIER_PREFIX",
+    "delete_orphaned_secrets",
+    "delete_orphaned_verifiers",
+    "purge_expired_authorizations",
+]

@@ -49,6 +49,7 @@ from castiel_sync.store.repositories import (
 )
 from castiel_sync.store.tables import IntegrationRow
 from castiel_sync.vault.base import SecretNotFoundError
+from castiel_sync.vault.orphans import VERIFIER_PREFIX
 
 with warnings.catch_warnings():  # Authlib announces a future httpx2 split on import
     import authlib.deprecate  # noqa: F401 - installs an "always" filter; ours goes in front
@@ -66,7 +67,7 @@ CALLBACK_PATH = "/oauth/callback"
 
 
 def _verifier_secret(state: str) -> str:
-    return "pkce-" + hashlib.sha256(state.encode()).hexdigest()[:48]
+    return VERIFIER_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:48]
 
 
 def _secret_name(
@@ -185,8 +186,9 @@ async def authorize(
         "actor_user_id": access.principal.user_id,
         "actor_role": str(access.principal.role),
     }
-    await access.ctx.vault.put(verifier_name, json.dumps(pending))
     expires_at = datetime.now(UTC) + STATE_TTL
+    # The row first, then the verifier it names: the vault sweep deletes verifiers no row
+    # names, so a crash between leaves a row the expiry purge removes, never a lost secret.
     async with access.transaction() as repos:
         await repos.oauth_states.create(
             integration_id=integration_id,
@@ -197,6 +199,7 @@ async def authorize(
             user_id=user,
             state=state,
         )
+    await access.ctx.vault.put(verifier_name, json.dumps(pending))
     return AuthorizeOut(authorization_url=url, state=state, expires_at=expires_at)
 
 
@@ -223,24 +226,33 @@ async def oauth_callback(
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> CallbackOut:
     store = ctx.store
-    # 1. Take the state in its own transaction: it is gone whatever happens next.
+    vault = ctx.vault
+    states = SystemScope("oauth callback: the state names the tenant")
+    unknown = BadRequest(
+        "this authorization is unknown, expired or already used; start again with "
+        "POST /integrations/{id}/oauth/authorize"
+    )
+    # 1. Read the verifier while the state still names it (the vault sweep deletes
+    #    verifiers no state names), then take the state in its own transaction: it is
+    #    gone whatever happens next, and so is the verifier.
     try:
         async with store.transaction() as session:
-            pending = await OAuthStateRepository(
-                session, SystemScope("oauth callback: the state names the tenant")
-            ).consume(state)
+            pending = await OAuthStateRepository(session, states).pending(state)
     except NotFoundError:
-        raise BadRequest(
-            "this authorization is unknown, expired or already used; start again with "
-            "POST /integrations/{id}/oauth/authorize"
-        ) from None
-    vault = ctx.vault
+        raise unknown from None
     try:
-        stash = json.loads(await vault.get(pending.verifier_secret_name))
+        stash: dict[str, Any] | None = json.loads(await vault.get(pending.verifier_secret_name))
     except (SecretNotFoundError, ValueError):
-        raise BadRequest("this authorization can no longer be completed; start again") from None
+        stash = None
+    try:
+        async with store.transaction() as session:
+            pending = await OAuthStateRepository(session, states).consume(state)
+    except NotFoundError:
+        raise unknown from None
     finally:
         await vault.delete(pending.verifier_secret_name)
+    if stash is None:
+        raise BadRequest("this authorization can no longer be completed; start again")
     if error is not None or code is None:
         reason = "".join(ch for ch in (error or "no code") if ch.isalnum() or ch in "_ -")[:60]
         raise BadRequest(f"the provider did not authorize the connection ({reason}); start again")

@@ -47,6 +47,22 @@ class OAuthStateRepository(ScopedRepository[OAuthStateRow]):
         )
         return await self._add(row, conflict="that OAuth state is already in use")
 
+    async def pending(self, state: str, *, now: datetime | None = None) -> OAuthStateRow:
+        """The state, not taken (unknown or expired: NotFoundError): the callback reads its
+        verifier before it consumes the state, so no sweep sees a verifier without it."""
+        row: OAuthStateRow = await self._one(
+            self._select().where(OAuthStateRow.state == state), "(state)"
+        )
+        if row.expires_at <= (now or utcnow()):
+            raise NotFoundError(self.object_type, "(state)")
+        return row
+
+    async def verifier_names(self) -> set[str]:
+        """The vault names of every pending authorization's PKCE verifier (expired ones
+        included: their purge deletes them)."""
+        rows = await self._all(self._select())
+        return {row.verifier_secret_name for row in rows}
+
     async def consume(self, state: str, *, now: datetime | None = None) -> OAuthStateRow:
         """Take the state: it is deleted whatever happens, so it works once. An unknown,
         already used or expired state raises NotFoundError."""
