@@ -4,16 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from castiel_sync.bus import QUEUE_SCHEDULED, OutgoingMessage
 from castiel_sync.bus.rabbitmq import RabbitBus, _Merged
-from castiel_sync.store.base import create_engine
-from castiel_sync.store.schema import create_all
 
 TENANT = "tenant-a"
 
@@ -52,17 +47,8 @@ async def test_a_failed_store_call_fails_every_caller_that_shared_it() -> None:
 
 
 @pytest.fixture
-async def bus(amqp_url: str, tmp_path: Path) -> AsyncIterator[RabbitBus]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    await create_all(engine)
-    bus = RabbitBus(amqp_url, engine, namespace=f"test-{secrets.token_hex(4)}.")
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.delete_topology()
-        await bus.close()
-        await engine.dispose()
+def bus(rabbit_bus: RabbitBus) -> RabbitBus:
+    return rabbit_bus
 
 
 async def drain(bus: RabbitBus) -> list[str]:
