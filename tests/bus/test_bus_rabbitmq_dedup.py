@@ -75,3 +75,16 @@ async def test_concurrent_sends_are_each_remembered_for_the_window(bus: RabbitBu
     # Every one of them was recorded: sent again, concurrently, none goes out.
     await asyncio.gather(*(bus.send_many(batch) for batch in sends("m")))
     assert await drain(bus) == []
+
+
+@pytest.mark.rabbitmq
+async def test_dedup_false_neither_looks_up_nor_records(bus: RabbitBus) -> None:
+    once = [OutgoingMessage(QUEUE_SCHEDULED, {"i": 1}, TENANT, message_id="seen-1")]
+    await bus.send_many(once)
+    assert await drain(bus) == ["seen-1"]
+    await bus.send_many(once, dedup=False)  # in the window, but not looked up: goes out
+    assert await drain(bus) == ["seen-1"]
+    fresh = [OutgoingMessage(QUEUE_SCHEDULED, {"i": 2}, TENANT, message_id="relayed-1")]
+    await bus.send_many(fresh, dedup=False)
+    assert await drain(bus) == ["relayed-1"]
+    assert await bus._store.seen_ids(["seen-1", "relayed-1"]) == {"seen-1"}  # not recorded

@@ -143,8 +143,13 @@ class Bus(ABC):
         return (await self.send_many([out]))[0]
 
     @abstractmethod
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
-        """Enqueue several messages; backends batch this (one transaction, one confirm wait)."""
+    async def send_many(
+        self, messages: Sequence[OutgoingMessage], *, dedup: bool = True
+    ) -> list[str]:
+        """Enqueue several messages; backends batch this (one transaction, one confirm wait).
+
+        ``dedup=False`` skips the de-duplication window (no look-up, no record): for a
+        sender that knows its ids are new, as the outbox relay does."""
 
     @abstractmethod
     async def receive(

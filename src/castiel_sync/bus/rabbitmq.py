@@ -531,10 +531,12 @@ class RabbitBus(Bus):
         channel = cast(aiormq.Channel, await self._pub.get_underlay_channel())
         await _publish_confirmed(channel, publishes)
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+    async def send_many(
+        self, messages: Sequence[OutgoingMessage], *, dedup: bool = True
+    ) -> list[str]:
         assert self._pub is not None, "call start() first"
         ids: list[str] = []
-        explicit = [m.message_id for m in messages if m.message_id]
+        explicit = [m.message_id for m in messages if m.message_id] if dedup else []
         # (A copy: it also collects this batch's own ids, and other sends share the result.)
         seen = set(await self._seen_ids(explicit)) if explicit else set()
         now = time.time()

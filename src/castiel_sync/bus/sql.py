@@ -317,8 +317,10 @@ class SqlBus(Bus):
 
     # -- send ---------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
-        return await self.send_many_with(messages)
+    async def send_many(
+        self, messages: Sequence[OutgoingMessage], *, dedup: bool = True
+    ) -> list[str]:
+        return await self.send_many_with(messages, dedup=dedup)
 
     async def send_many_with(
         self,
