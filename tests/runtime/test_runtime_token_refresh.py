@@ -24,6 +24,7 @@ from castiel_sync.settings import Settings
 from castiel_sync.store import Store
 from castiel_sync.store.base import create_engine
 from castiel_sync.store.repositories import ConnectionRepository, IntegrationRepository
+from castiel_sync.store.tables import IntegrationRow
 from castiel_sync.testing.oauth import OAuthEmulator
 from castiel_sync.vault import open_vault
 
@@ -73,6 +74,23 @@ def _vault(engine: AsyncEngine, tmp_path: Path) -> object:
     return open_vault(Settings(data_dir=tmp_path, master_key=None), engine)
 
 
+async def _adapter_credentials(
+    engine: AsyncEngine, tmp_path: Path, oauth: OAuthEmulator
+) -> tuple[TokenRefresher, RefreshingCredentialProvider, IntegrationRow]:
+    """A connected integration (token valid for 30 minutes), its refresher, and the
+    credential provider adapters get."""
+    vault = _vault(engine, tmp_path)
+    integration_id, _, _ = await _connected(engine, vault, oauth, expires_in=1800)
+    refresher = TokenRefresher(
+        engine, vault, load_catalog(), clock=FakeClock(T0), transport=oauth.transport()
+    )
+    async with Store(engine).transaction() as session:
+        integration = await IntegrationRepository(session, TenantScope(TenantId(TENANT))).get(
+            integration_id
+        )
+    return refresher, RefreshingCredentialProvider(refresher), integration
+
+
 async def test_ten_concurrent_refreshes_one_provider_call_everyone_gets_the_new_token(
     rt_engine: AsyncEngine, db_url: str, tmp_path: Path, oauth: OAuthEmulator
 ) -> None:
@@ -118,16 +136,7 @@ async def test_ten_concurrent_refreshes_one_provider_call_everyone_gets_the_new_
 async def test_hourly_sweep_and_adapter_refresh_share_the_single_flight(
     rt_engine: AsyncEngine, tmp_path: Path, oauth: OAuthEmulator
 ) -> None:
-    vault = _vault(rt_engine, tmp_path)
-    integration_id, _, _ = await _connected(rt_engine, vault, oauth, expires_in=1800)
-    refresher = TokenRefresher(
-        rt_engine, vault, load_catalog(), clock=FakeClock(T0), transport=oauth.transport()
-    )
-    provider = RefreshingCredentialProvider(refresher)
-    async with Store(rt_engine).transaction() as session:
-        integration = await IntegrationRepository(session, TenantScope(TenantId(TENANT))).get(
-            integration_id
-        )
+    refresher, provider, integration = await _adapter_credentials(rt_engine, tmp_path, oauth)
     before = await provider.credentials(integration)  # still valid: no refresh
     assert oauth.token_call_count() == 0
     on_401 = provider.token_refresher(integration)
@@ -174,16 +183,7 @@ async def test_a_second_job_holding_the_dead_token_reuses_the_first_jobs_refresh
     """Two jobs of one integration load the same token; the first meets a 401 and
     refreshes. The second then meets its 401 with the dead token: it must get the first
     job's token, not refresh again (with rotation that would burn a refresh token)."""
-    vault = _vault(rt_engine, tmp_path)
-    integration_id, _, _ = await _connected(rt_engine, vault, oauth, expires_in=1800)
-    refresher = TokenRefresher(
-        rt_engine, vault, load_catalog(), clock=FakeClock(T0), transport=oauth.transport()
-    )
-    provider = RefreshingCredentialProvider(refresher)
-    async with Store(rt_engine).transaction() as session:
-        integration = await IntegrationRepository(session, TenantScope(TenantId(TENANT))).get(
-            integration_id
-        )
+    _, provider, integration = await _adapter_credentials(rt_engine, tmp_path, oauth)
     held_a = await provider.credentials(integration)
     on_401_a = provider.token_refresher(integration)
     held_b = await provider.credentials(integration)

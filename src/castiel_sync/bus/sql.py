@@ -81,7 +81,7 @@ from castiel_sync.bus.base import (
 )
 from castiel_sync.domain.tenancy import Scope
 from castiel_sync.store.base import JSON_ENGINE_OPTIONS, Base
-from castiel_sync.store.write_gate import GatedConnection
+from castiel_sync.store.write_gate import GatedConnection, is_file_database
 
 
 class BusMessageRow(Base):
@@ -217,8 +217,7 @@ def _file_sqlite_url(engine: AsyncEngine) -> Any:
     url = engine.url
     if engine.dialect.name != "sqlite":
         return None
-    database = url.database or ""
-    if database in ("", ":memory:") or "mode=memory" in str(url):
+    if not is_file_database(url.database, str(url)):
         return None  # an in-memory database is private to the engine's own connection
     return url.set(drivername="sqlite")
 

@@ -172,7 +172,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     for option, value in JSON_ENGINE_OPTIONS.items():
         kwargs.setdefault(option, value)
     if url.startswith("sqlite"):
-        connect_args = kwargs.setdefault("connect_args", {"timeout": 30})
+        # A copy: the caller's dict is not ours to add the factory to.
+        connect_args = kwargs["connect_args"] = dict(kwargs.get("connect_args", {"timeout": 30}))
         if write_gate.is_file_database(make_url(url).database, url):
             connect_args.setdefault("factory", write_gate.GatedConnection)
         engine = create_async_engine(url, **kwargs)

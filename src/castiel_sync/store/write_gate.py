@@ -160,6 +160,7 @@ class GatedCursor(sqlite3.Cursor):
 
 
 def is_file_database(database: str | None, url: str) -> bool:
+    """Whether a SQLite URL (and its ``database`` part) names a file, not memory."""
     return database not in (None, "", ":memory:") and "mode=memory" not in url
 
 

@@ -189,7 +189,7 @@ class ScopedRepository(Generic[RowT]):
         table = (model or self.model).__table__
         if self._is_sqlite():
             connection = await self._session.connection()
-            prepared = _sqlite_prepared(table, rows, connection.dialect)
+            prepared = prepared_sqlite_insert(table, rows, connection.dialect)
             if prepared is not None:
                 await connection.exec_driver_sql(*prepared)
                 return
@@ -254,7 +254,7 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     return text if value.microsecond else text + ".000000"
 
 
-def _sqlite_prepared(
+def prepared_sqlite_insert(
     table: Any, rows: list[dict[str, Any]], dialect: Any
 ) -> tuple[str, list[tuple[Any, ...]]] | None:
     """The SQL and positional parameters of a bulk INSERT on SQLite, with JSON and UTC
@@ -315,7 +315,3 @@ _SQLITE_INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 def _json_text(value: Any) -> str:
     # None is JSON null, as SQLAlchemy's JSON type stores it (``none_as_null=False``).
     return json_dumps(value)
-
-
-#: For the outbox, which hands its rows to the SQLite connection to run at COMMIT.
-prepared_sqlite_insert = _sqlite_prepared

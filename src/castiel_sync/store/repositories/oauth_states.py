@@ -50,12 +50,19 @@ class OAuthStateRepository(ScopedRepository[OAuthStateRow]):
     async def pending(self, state: str, *, now: datetime | None = None) -> OAuthStateRow:
         """The state, not taken (unknown or expired: NotFoundError): the callback reads its
         verifier before it consumes the state, so no sweep sees a verifier without it."""
+        row = await self._by_state(state)
+        self._refuse_expired(row, now)
+        return row
+
+    async def _by_state(self, state: str) -> OAuthStateRow:
         row: OAuthStateRow = await self._one(
             self._select().where(OAuthStateRow.state == state), "(state)"
         )
+        return row
+
+    def _refuse_expired(self, row: OAuthStateRow, now: datetime | None) -> None:
         if row.expires_at <= (now or utcnow()):
             raise NotFoundError(self.object_type, "(state)")
-        return row
 
     async def verifier_names(self) -> set[str]:
         """The vault names of every pending authorization's PKCE verifier (expired ones
@@ -66,9 +73,7 @@ class OAuthStateRepository(ScopedRepository[OAuthStateRow]):
     async def consume(self, state: str, *, now: datetime | None = None) -> OAuthStateRow:
         """Take the state: it is deleted whatever happens, so it works once. An unknown,
         already used or expired state raises NotFoundError."""
-        row: OAuthStateRow = await self._one(
-            self._select().where(OAuthStateRow.state == state), "(state)"
-        )
+        row = await self._by_state(state)
         result = await self._execute(
             self._delete()
             .where(OAuthStateRow.state == state)
@@ -77,8 +82,7 @@ class OAuthStateRepository(ScopedRepository[OAuthStateRow]):
         self._forget(row)
         if result.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent consume won
             raise NotFoundError(self.object_type, "(state)")
-        if row.expires_at <= (now or utcnow()):
-            raise NotFoundError(self.object_type, "(state)")
+        self._refuse_expired(row, now)
         return row
 
     async def for_integration(self, integration_id: str) -> list[OAuthStateRow]:
