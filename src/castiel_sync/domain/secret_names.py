@@ -150,7 +150,7 @@ def integration_prefix(
 
 
 _INTEGRATION_SECRET = re.compile(
-    r"(?P<tenant>tenant-[0-9a-z]+-)(?:user-[0-9a-z]+-)?"
+    rf"(?P<tenant>{re.escape(TENANTS_PREFIX)}[0-9a-z]+-)(?:user-[0-9a-z]+-)?"
     r"(?P<integration>[0-9a-z]+(?:-[0-9a-z]+)*-)"
     rf"(?:{'|'.join(KINDS)})"
 )

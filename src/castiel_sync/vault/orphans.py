@@ -32,6 +32,9 @@ from castiel_sync.store.repositories import IntegrationRepository, OAuthStateRep
 from castiel_sync.store.tables import IntegrationRow
 from castiel_sync.vault.base import Vault
 
+#: The vault names of PKCE verifiers start so (``api/routes/credentials.py``).
+VERIFIER_PREFIX = "pkce-"
+
 
 async def delete_orphaned_secrets(store: Store, vault: Vault, scope: Scope) -> list[str]:
     """Delete the integration secrets (OAuth tokens, API keys, webhook secrets; tenant and
@@ -81,10 +84,6 @@ async def delete_orphaned_verifiers(store: Store, vault: Vault) -> list[str]:
     for name in orphans:
         await vault.delete(name)
     return orphans
-
-
-#: The vault names of PKCE verifiers start so (``api/routes/credentials.py``).
-VERIFIER_PREFIX = "pkce-"
 
 
 def _prefix(row: IntegrationRow) -> str | None:
